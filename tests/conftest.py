@@ -39,3 +39,15 @@ def smoke_bake(smoke_recipe, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("smoke-run")
     summary = bake(smoke_recipe, run_dir)
     return summary, RunLayout(run_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_executor():
+    """One local Ray cluster of 2 CPUs for the session; executors made while it runs join
+    it (and leave it running), as `fournil curate --executor ray` joins a cluster."""
+    pytest.importorskip("ray")  # a guard only: CI installs the ray extra
+    from fournil.curate.executors import RayExecutor
+
+    executor = RayExecutor(num_cpus=2)
+    yield executor
+    executor.close()

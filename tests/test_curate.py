@@ -4,10 +4,12 @@ conservation of counts (every record read is kept or rejected with a reason)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from fournil.corpus.ingest import run_ingest
 from fournil.corpus.shards import iter_records
+from fournil.curate.near_copies import NEAR_COPY_KINDS
 from fournil.curate.stage import run_curate
 from fournil.recipe import CurateConfig, SourceSpec
 
@@ -98,3 +100,86 @@ def test_stage_skips_when_up_to_date(tmp_path):
     assert second == first  # same manifest, same timings: nothing was redone
     third = run_curate(tmp_path / "ingest", tmp_path / "curate", CurateConfig(min_chars=10))
     assert third["key"] != first["key"]
+
+
+def _novella_documents() -> list[dict]:
+    """The bundled novellas cut into documents of a few paragraphs each."""
+    docs = []
+    for path in sorted((DATA / "cligs-textbox-fr/nouvelles19").glob("*.txt"))[:6]:
+        paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n")
+                      if len(p.strip()) > 300]
+        for k in range(0, min(len(paragraphs), 12) - 2, 3):
+            docs.append({"id": f"{path.stem}-{k}", "text": "\n\n".join(paragraphs[k:k + 3])})
+    return docs
+
+
+def _near_copy(text: str) -> str:
+    """An edited repost: two words changed, a site's header and footer around it."""
+    return NEAR_COPY_KINDS["edits-2+header"](text, random.Random(0))
+
+
+def test_near_duplicates_pii_bad_documents_and_report(tmp_path):
+    docs = _novella_documents()
+    assert len(docs) >= 12
+    contact = {"id": "contact", "text": docs[5]["text"] + "\n\nÉcrire à "
+               "jean.dupont@exemple.fr ou appeler le 06 12 34 56 78."}
+    records = [*docs[:5], contact, *docs[6:],
+               {"id": "repost", "text": _near_copy(docs[3]["text"])},
+               {"id": "blank", "text": " \n\t \n"},
+               {"id": "one-line", "text": "mot " * 100_000},
+               {"id": "german", "text": "Der Ausschuss trat am Dienstag zusammen, um die "
+                "Haushaltsvorschläge der einzelnen Abteilungen zu prüfen. Nach einer langen "
+                "Diskussion waren sich die Mitglieder einig, dass die Mittel für öffentliche "
+                "Bibliotheken erhöht werden sollten, während neue Büromöbel warten müssen."}]
+    manifest, kept, rejected = _curate(tmp_path, records)
+    reasons = {r["id"].split("/", 1)[1]: (r["reason"], r["dup_of"]) for r in rejected}
+    assert reasons["repost"] == ("dup:minhash", f"mixed/{docs[3]['id']}")
+    assert "blank" not in reasons  # an empty document stops at ingest, with its reason
+    ingest_rejected = list(iter_records(tmp_path / "ingest" / "rejected"))
+    assert [(r["id"], r["reason"]) for r in ingest_rejected] == [("mixed/blank",
+                                                                  "ingest:empty_text")]
+    assert reasons["one-line"][0] == "quality:huge_line"
+    assert reasons["german"][0] == "lang:de"  # the default languages are fr and en
+    contact = next(d for d in kept if d["id"] == "mixed/contact")
+    assert "jean.dupont" not in contact["text"] and "06 12 34" not in contact["text"]
+    assert json.loads(contact["pii_counts"]) == {"email": 1, "phone": 1}
+    counts = manifest["counts"]
+    assert counts["pii"] == {"email": 1, "phone": 1}
+    assert counts["kept"] + sum(counts["rejected"].values()) == counts["read"] == len(records) - 1
+    assert all(d["lang"] == "fr" and d["lang_score"] > 0.65 for d in kept)
+
+    report = json.loads((tmp_path / "curate" / "report.json").read_text())
+    assert report["counts"] == counts
+    assert report["examples"]["dup:minhash"][0]["dup_of"] == f"mixed/{docs[3]['id']}"
+    markdown = (tmp_path / "curate" / "report.md").read_text()
+    for reason in counts["rejected"]:
+        assert f"### `{reason}`" in markdown
+
+
+def _curate_on(tmp_path: Path, executor: str, records: list[dict]) -> tuple[dict, list, list]:
+    tmp_path.mkdir()
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    # shards of 4 rows, so that there are many tasks to spread over the workers
+    run_ingest([SourceSpec(path="docs.jsonl", name="mixed", license="domaine public")],
+               tmp_path / "ingest", resolve=lambda p: tmp_path / p, rows_per_shard=4)
+    config = CurateConfig(executor=executor, workers=2, task_rows=4)
+    manifest = run_curate(tmp_path / "ingest", tmp_path / "curate", config)
+    return (manifest, list(iter_records(tmp_path / "curate" / "documents")),
+            list(iter_records(tmp_path / "curate" / "rejected")))
+
+
+def test_ray_and_local_processes_give_the_same_result(tmp_path, ray_executor):
+    docs = _novella_documents()
+    records = [*docs, {"id": "repost", "text": _near_copy(docs[2]["text"])},
+               {"id": "copy", "text": docs[7]["text"].upper()},
+               {"id": "short", "text": docs[8]["text"][:150]},
+               {"id": "nc", "text": docs[0]["text"] + " bis", "license": "CC BY-NC 4.0"}]
+    local = _curate_on(tmp_path / "local", "local", records)
+    ray = _curate_on(tmp_path / "ray", "ray", records)
+    assert local[0]["tasks"] == ray[0]["tasks"] == -(-len(records) // 4) > 2
+    assert local[0]["counts"] == ray[0]["counts"]
+    assert local[0]["key"] == ray[0]["key"]  # the executor is not part of the result
+    assert local[1] == ray[1] and local[2] == ray[2]  # same records, same order
+    assert {r["reason"] for r in local[2]} == {"dup:minhash", "dup:exact", "license:nc",
+                                               "quality:too_short"}

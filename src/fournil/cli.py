@@ -88,10 +88,17 @@ def cmd_curate(args: argparse.Namespace) -> None:
     from fournil.curate.stage import run_curate
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
-    manifest = run_curate(Path(args.input) if args.input else layout.ingest,
-                          Path(args.out) if args.out else layout.curate, recipe.curate,
+    config = recipe.curate
+    for name in ("executor", "workers", "ray_address"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    config.validate("curate")
+    out = Path(args.out) if args.out else layout.curate
+    manifest = run_curate(Path(args.input) if args.input else layout.ingest, out, config,
                           recipe.ingest.rows_per_shard)
-    _print_json(manifest["counts"])
+    counts = manifest["counts"]
+    _print_json({k: counts[k] for k in ("read", "kept", "rejected", "pii", "ocr_flagged")})
+    print(f"report: {out / 'report.md'}")
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
@@ -226,11 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("curate", help="license gate, normalisation, length filter, exact dedup",
-                       description="Filter ingested documents; rejected ones go to rejected/ "
-                       "with a reason, and the manifest's counts add up.")
+    p = sub.add_parser("curate", help="license gate, PII scrub, language ID, quality filters, "
+                       "exact and near-duplicate removal",
+                       description="Filter ingested documents: license gate, Unicode "
+                       "normalisation, PII scrubbing, language ID, Gopher/C4/FineWeb quality "
+                       "rules, OCR-noise flag, exact and MinHash dedup. Rejected documents go "
+                       "to rejected/ with a reason; the manifest's counts add up; report.md "
+                       "shows counts per source and examples of each rejection reason.")
     p.add_argument("--input", help="ingest folder (default <run>/ingest)")
     p.add_argument("--out", help="output folder (default <run>/curate)")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="where tasks run: local processes (default) or Ray")
+    p.add_argument("--workers", type=int,
+                   help="local worker processes (0 = all cores; Ray: CPUs of a local cluster)")
+    p.add_argument("--ray-address", dest="ray_address",
+                   help="Ray cluster to join (e.g. auto or host:6379); default: start a local one")
     _common(p)
     p.set_defaults(func=cmd_curate)
 

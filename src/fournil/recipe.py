@@ -19,16 +19,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from fournil.curate.filters import QualityConfig
+from fournil.curate.minhash import NearDedupConfig
 from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
+from fournil.validation import RecipeError
+from fournil.validation import check as _check
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the file and the key."""
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise RecipeError(f"{key}: {message}")
+__all__ = ["RecipeError", "Recipe", "load_recipe", "recipe_from_dict"]
 
 
 @dataclass
@@ -38,14 +35,15 @@ class SourceSpec:
     path: str
     name: str | None = None  # the records' `source`; a folder's sidecar may give it
     license: str | None = None  # raw or SPDX; normalised at ingest
-    format: str | None = None  # auto | jsonl | json | parquet | txt (unset: the sidecar's)
+    format: str | None = None  # auto|jsonl|json|parquet|txt|pdf|html (unset: the sidecar's)
     language: str | None = None
     text_field: str | None = None  # unset: the sidecar's, else "text"
     id_field: str | None = None
 
     def validate(self, key: str) -> None:
-        _check(self.format in (None, "auto", "jsonl", "json", "parquet", "txt"), f"{key}.format",
-               f"unknown format {self.format!r} (auto, jsonl, json, parquet, txt)")
+        _check(self.format in (None, "auto", "jsonl", "json", "parquet", "txt", "pdf", "html"),
+               f"{key}.format",
+               f"unknown format {self.format!r} (auto, jsonl, json, parquet, txt, pdf, html)")
 
 
 @dataclass
@@ -65,10 +63,21 @@ class CurateConfig:
     allowed_licenses: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED))
     unicode_form: str = "NFC"
     min_chars: int = 200
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    executor: str = "local"  # local (process pool) | ray
+    workers: int = 0  # local processes; 0 = all cores
+    ray_address: str | None = None  # None: a local Ray; "auto" or host:port: a cluster
+    task_rows: int = 2000  # documents per task (whole Parquet row groups)
 
     def validate(self, key: str) -> None:
         _check(self.unicode_form in ("NFC", "NFKC"), f"{key}.unicode_form", "NFC or NFKC")
         _check(self.min_chars >= 0, f"{key}.min_chars", "must be >= 0")
+        _check(self.executor in ("local", "ray"), f"{key}.executor", "local or ray")
+        _check(self.workers >= 0, f"{key}.workers", "must be >= 0 (0 = all cores)")
+        _check(self.task_rows > 0, f"{key}.task_rows", "must be > 0")
+        self.quality.validate(f"{key}.quality")
+        self.near_dedup.validate(f"{key}.near_dedup")
         for i, lic in enumerate(self.allowed_licenses):
             spdx = normalize_license(lic)
             _check(spdx != "LicenseRef-Unknown", f"{key}.allowed_licenses[{i}]",
@@ -220,6 +229,10 @@ def _convert(value: object, tp: object, key: str) -> object:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(value, args[0], key)
+    if origin is dict:
+        _check(isinstance(value, dict), key, f"expected a table, got {type(value).__name__}")
+        _, item_type = typing.get_args(tp)
+        return {k: _convert(v, item_type, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         _check(isinstance(value, list), key, f"expected a list, got {type(value).__name__}")
         (item_type,) = typing.get_args(tp)

@@ -1,24 +1,27 @@
-"""Readers: raw documents from JSONL (plain, .gz, .zst), JSON, Parquet and text folders.
+"""Readers: raw documents from JSONL (plain, .gz, .zst), JSON, Parquet, text, PDF and HTML.
 
 A source is a file or a folder plus its provenance (name, license, language), taken from the
 recipe's `SourceSpec` and from an optional `source.toml` sidecar in the folder; recipe values
 win. Readers stream: JSONL line by line, Parquet batch by batch. Each input record becomes
 one `Read`: a record in `DOC_SCHEMA` form and, when it cannot be used, a rejection reason
-(`ingest:bad_json`, `ingest:bad_utf8`, `ingest:missing_text`, ...). A problem with a whole
-file (truncated gzip, not Parquet, no text column, empty file) raises `IngestError` naming the
-file and, where known, the line (JSONL, 1-based) or row (Parquet and JSON lists, 0-based).
+(`ingest:bad_json`, `ingest:bad_utf8`, `ingest:missing_text`, ...). A text, PDF or HTML
+file is one document; one that gives no text is a rejected record too (`ingest:pdf_encrypted`,
+`ingest:pdf_broken`, `ingest:pdf_no_text`, `ingest:html_no_content`, `ingest:binary`, ...:
+see pdf.py and html.py). A problem with a whole file (truncated gzip, not Parquet, no text
+column, empty file) raises `IngestError` naming the file and, where known, the line (JSONL,
+1-based) or row (Parquet and JSON lists, 0-based).
 
 Sidecar (`source.toml`), every key optional:
 
     name = "cligs-textbox/nouvelles19"      # the records' `source`
     license = "public domain"               # raw or SPDX; a record's own `license` wins
     language = "fr"
-    format = "txt"                          # auto | jsonl | json | parquet | txt
+    format = "txt"                          # auto | jsonl | json | parquet | txt | pdf | html
     text_field = "text"                     # JSON / Parquet field holding the text
     id_field = "id"                         # field holding the local id
     fields = { date = "timestamp" }         # document column <- record field
     include = ["*.txt"]                     # globs, relative to the folder
-    metadata_csv = "metadata.csv"           # per-file metadata for text files
+    metadata_csv = "metadata.csv"           # per-file metadata for text, PDF and HTML files
     metadata_id_column = "idno"             # a file matches the row whose id its stem ends with
     metadata_fields = { author = "author-name", title = "title", date = "year" }
 """
@@ -44,17 +47,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from fournil.corpus.html import HtmlError, extract_html
+from fournil.corpus.pdf import PdfError, extract_pdf
 from fournil.provenance.licenses import normalize_license
 from fournil.provenance.records import DOC_SCHEMA
 from fournil.recipe import SourceSpec
 
 SIDECAR = "source.toml"
-FORMATS = ("jsonl", "json", "parquet", "txt")
+FORMATS = ("jsonl", "json", "parquet", "txt", "pdf", "html")
 SUFFIXES = {
     "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
     "json": (".json",),
     "parquet": (".parquet",),
     "txt": (".txt", ".md"),
+    "pdf": (".pdf",),
+    "html": (".html", ".htm"),
 }
 # Documentation that ships next to the documents (readme.md, PROVENANCE.md) is not a document.
 HOUSEKEEPING = {"readme", "provenance", "license", "licence", "changelog"}
@@ -279,6 +286,10 @@ def read_source(source: Source) -> Iterator[Read]:
             yield from read_parquet(file, source)
         elif fmt == "txt":
             yield read_text(file, source)
+        elif fmt == "pdf":
+            yield read_pdf(file, source)
+        elif fmt == "html":
+            yield read_html(file, source)
         else:
             for read in read_json(file, source):
                 json_seen += read.reason not in _UNPARSED
@@ -447,36 +458,76 @@ def read_text(path: Path, source: Source) -> Read:
     Read as bytes and decoded, so that NEL (U+0085), CR and other line breaks reach the
     record as they are in the file: neither universal newlines nor splitlines touch them.
     """
-    rel = source.relative(path)
     data = path.read_bytes()
-    found, extra = _file_metadata(path, source)
-    raw_license = found.pop("license", None) or source.license
-    place, reason, error = _Place(path, rel), None, None
+    place, reason, meta = _Place(path, source.relative(path)), None, {}
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         reason, text = "ingest:bad_utf8", data.decode("utf-8", "replace")
-        place.line, error = data.count(b"\n", 0, e.start) + 1, _utf8_error(data, e)
+        place.line, meta["error"] = data.count(b"\n", 0, e.start) + 1, _utf8_error(data, e)
     text = text.removeprefix("\ufeff")  # a BOM is an encoding mark, not text
     if reason is None and not text.strip():
         reason = "ingest:empty_text"
-    meta = place.meta()
-    if error:
-        meta["error"] = error
+    return _file_document(place, source, text, reason, {}, meta)
+
+
+def read_pdf(path: Path, source: Source) -> Read:
+    """A PDF file as one document: its text with headings, paragraphs and lists (pdf.py)."""
+    place = _Place(path, source.relative(path))
+    try:
+        pdf = extract_pdf(path)
+    except PdfError as e:
+        return _file_document(place, source, "", e.reason, {}, {"error": str(e)})
+    meta = {"pages": pdf.pages}
+    if pdf.pages_without_text:
+        meta["pages_without_text"] = pdf.pages_without_text
+    return _file_document(place, source, pdf.text, None,
+                          {"title": pdf.title, "author": pdf.author}, meta)
+
+
+def read_html(path: Path, source: Source) -> Read:
+    """An HTML page as one document: its main content, without navigation (html.py).
+
+    The page's `<html lang>` goes to `meta`: the source's declared language stays the
+    record's, as for text files (templates often carry a wrong `lang`).
+    """
+    place = _Place(path, source.relative(path))
+    try:
+        page = extract_html(path.read_bytes())
+    except HtmlError as e:
+        return _file_document(place, source, "", e.reason, {}, {"error": str(e)})
+    meta = {"encoding": page.encoding}
+    if page.language:
+        meta["lang"] = page.language
+    return _file_document(place, source, page.text, None,
+                          {"title": page.title, "url": page.url}, meta)
+
+
+def _file_document(place: _Place, source: Source, text: str, reason: str | None,
+                   columns: dict[str, str | None], meta: dict) -> Read:
+    """One file as one document, its id the file's path without suffix.
+
+    `columns` is what the file says about itself (a PDF's title); the metadata CSV's row for
+    the file wins over it. `meta` is added to the record's `meta`.
+    """
+    found, extra = _file_metadata(place.file, source)
+    found = {**{k: v for k, v in columns.items() if v}, **found}
+    raw_license = found.pop("license", None) or source.license
+    meta = {**place.meta(), **meta}
     license = normalize_license(raw_license)
     if raw_license is not None and raw_license != license:
         meta["license_raw"] = raw_license
     if extra:
         meta["extra"] = extra
     language = _language(found.pop("language", None)) or source.language
-    record = _record(id=f"{source.name}/{rel.rsplit('.', 1)[0]}", text=text,
+    record = _record(id=f"{source.name}/{place.rel.rsplit('.', 1)[0]}", text=text,
                      source=source.name, license=license, language=language, meta=meta,
                      **found)
     return Read(record, reason, place.file, place.where, raw_license)
 
 
 def _file_metadata(path: Path, source: Source) -> tuple[dict, dict]:
-    """(document columns, other CSV columns) for a text file, from the metadata CSV."""
+    """(document columns, other CSV columns) for a text, PDF or HTML file, from the CSV."""
     if not source.metadata:
         return {}, {}
     row = _match_metadata(path.name.split(".")[0], source.metadata)

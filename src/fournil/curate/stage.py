@@ -1,84 +1,218 @@
-"""The curate stage: license gate, Unicode normalisation, minimum length, exact dedup.
+"""The curate stage: per-document filters in parallel, then corpus-wide deduplication.
 
-Every record read ends up either in `documents/` or in `rejected/` with a reason, and the
-manifest's counts add up (`kept + sum(rejected) == read`), overall and per source.
+1. The input shards' row groups are bundled into tasks of about `task_rows` documents. Each
+   task runs, on local processes or on Ray, the per-document pipeline: license gate, Unicode
+   normalisation, minimum length, then `filters.annotate` (PII scrub, language ID, quality
+   signals and rules, OCR-noise flag). It writes its kept and rejected records, the kept
+   ones with their exact-dedup digest and MinHash signature.
+2. The driver deduplicates across the whole corpus in input order, reading only ids and
+   fingerprints: exact duplicates first, then MinHash-LSH near-duplicates. The first
+   document of a cluster is kept; the others are rejected with `dup_of` naming it.
+3. The final pass writes `documents/` and `rejected/` and counts everything per source into
+   the manifest and into `report.md` / `report.json`, with examples of each reason.
+
+Every record read ends up in `documents/` or in `rejected/` with a reason, and the counts
+add up (`kept + sum(rejected) == read`), overall and per source. A task is a pure function
+of its rows and the config, so the kept set is the same on any executor and any number of
+workers. A task's files appear only when complete (temp name, then rename), so an
+interrupted curate started again skips the tasks that had finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+import json
+import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
+import pyarrow.parquet as pq
 
-from fournil.corpus.shards import ShardWriter, count_rows, iter_records
-from fournil.curate.dedup import ExactDedup
+from fournil.corpus.shards import ShardWriter, shard_paths
+from fournil.curate.dedup import ExactDedup, exact_digest
+from fournil.curate.executors import make_executor
+from fournil.curate.filters import SIGNAL_FIELDS, annotate
+from fournil.curate.minhash import find_duplicates, signature
 from fournil.curate.normalize import normalize_text
+from fournil.curate.report import Tally, write_report
 from fournil.provenance.licenses import check_license
 from fournil.provenance.records import DOC_SCHEMA, rejected_schema, with_columns
 from fournil.recipe import CurateConfig
-from fournil.stage import Stage, upstream_hash
+from fournil.stage import Stage, upstream_hash, write_json_atomic
 
 CURATED_SCHEMA = with_columns(DOC_SCHEMA, [pa.field("n_chars", pa.int64()),
-                                           pa.field("dup_of", pa.string())])
+                                           pa.field("dup_of", pa.string()), *SIGNAL_FIELDS])
+REJECTED_SCHEMA = rejected_schema(CURATED_SCHEMA)
+# what a task adds to its kept records for the driver's dedup; never in the stage output
+FINGERPRINTS = [pa.field("_digest", pa.binary(16)), pa.field("_minhash", pa.list_(pa.uint32()))]
+TASK_KEPT_SCHEMA = with_columns(CURATED_SCHEMA, FINGERPRINTS)
+# executor settings change where the work runs, not its result
+RUN_SETTINGS = ("executor", "workers", "ray_address", "task_rows")
 
 
-def curate_record(record: dict, config: CurateConfig, dedup: ExactDedup) -> str | None:
-    """Curate one record in place; return None to keep it or the reason to reject it."""
+@dataclasses.dataclass(frozen=True)
+class Task:
+    index: int
+    shard: str
+    row_groups: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.shard).name} row groups {self.row_groups[0]}-{self.row_groups[-1]}"
+
+
+def plan_tasks(documents_dir: Path, task_rows: int) -> list[Task]:
+    """The input shards' row groups, bundled into tasks of at least `task_rows` rows (or
+    what is left of a shard)."""
+    tasks: list[Task] = []
+    for path in shard_paths(documents_dir):
+        meta = pq.ParquetFile(path).metadata
+        groups: list[int] = []
+        rows = 0
+        for i in range(meta.num_row_groups):
+            groups.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= task_rows:
+                tasks.append(Task(len(tasks), str(path), tuple(groups)))
+                groups, rows = [], 0
+        if groups:
+            tasks.append(Task(len(tasks), str(path), tuple(groups)))
+    return tasks
+
+
+def curate_record(record: dict, config: CurateConfig) -> str | None:
+    """The per-document pipeline on one record, in place; None to keep it, else the reason."""
+    record.update({f.name: None for f in SIGNAL_FIELDS})
+    record["n_chars"], record["dup_of"] = len(record["text"] or ""), None
     reason = check_license(record["license"], config.allowed_licenses)
     if reason:
         return reason
-    record["text"] = normalize_text(record["text"], config.unicode_form)
+    record["text"] = normalize_text(record["text"] or "", config.unicode_form)
     record["n_chars"] = len(record["text"])
+    if not record["text"]:
+        return "empty"
     if record["n_chars"] < config.min_chars:
         return "quality:too_short"
-    record["dup_of"] = dedup.check(record["id"], record["text"])
-    if record["dup_of"]:
-        return "dup:exact"
-    return None
+    return annotate(record, config.quality)
+
+
+def _task_path(task_dir: Path, index: int, kind: str) -> Path:
+    return task_dir / f"task-{index:06d}.{kind}.parquet"
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def run_task(task: Task, config: CurateConfig, task_dir: str) -> int:
+    """Curate one task's rows into `task-N.rejected.parquet` and `task-N.kept.parquet` (the
+    latter written last: its presence means the task is done). Returns the rows read."""
+    table = pq.ParquetFile(task.shard).read_row_groups(list(task.row_groups))
+    kept, rejected = [], []
+    near = config.near_dedup
+    for record in table.to_pylist():
+        reason = curate_record(record, config)
+        if reason is not None:
+            rejected.append({**record, "stage": "curate", "reason": reason})
+            continue
+        record["_digest"] = exact_digest(record["text"])
+        record["_minhash"] = signature(record["text"], near) if near.enabled else None
+        kept.append(record)
+    out = Path(task_dir)
+    _write_atomic(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
+                  _task_path(out, task.index, "rejected"))
+    _write_atomic(pa.Table.from_pylist(kept, schema=TASK_KEPT_SCHEMA),
+                  _task_path(out, task.index, "kept"))
+    return len(table)
+
+
+def _run_task(args: tuple[Task, CurateConfig, str]) -> int:
+    return run_task(*args)
+
+
+def find_all_duplicates(task_dir: Path, tasks: list[Task],
+                        config: CurateConfig) -> dict[str, tuple[str, str]]:
+    """{dropped id: (reason, kept id)} over the whole corpus; the first occurrence is kept."""
+    dropped: dict[str, tuple[str, str]] = {}
+    exact = ExactDedup()
+    unique_ids: list[str] = []
+    unique_sigs: list[np.ndarray] = []
+    for task in tasks:
+        table = pq.read_table(_task_path(task_dir, task.index, "kept"),
+                              columns=["id", "_digest", "_minhash"])
+        sigs = table.column("_minhash")
+        for k, (doc_id, digest) in enumerate(zip(table.column("id").to_pylist(),
+                                                 table.column("_digest").to_pylist(),
+                                                 strict=True)):
+            if first := exact.check(doc_id, digest):
+                dropped[doc_id] = ("dup:exact", first)
+            elif config.near_dedup.enabled:
+                unique_ids.append(doc_id)
+                unique_sigs.append(sigs[k].values.to_numpy())
+    if len(unique_ids) > 1:
+        near = find_duplicates(unique_ids, np.stack(unique_sigs), config.near_dedup)
+        dropped.update({doc_id: ("dup:minhash", keeper) for doc_id, keeper in near.items()})
+    return dropped
+
+
+def _prepare_task_dir(work: Path, tasks: list[Task]) -> Path:
+    """The folder of task outputs, kept from an interrupted run only if planned the same."""
+    task_dir = work / "tasks"
+    plan = [dataclasses.asdict(t) for t in tasks]
+    plan_file = task_dir / "plan.json"
+    if task_dir.exists() and (not plan_file.exists() or json.loads(plan_file.read_text()) !=
+                              json.loads(json.dumps(plan))):
+        shutil.rmtree(task_dir)
+    task_dir.mkdir(exist_ok=True)
+    if not plan_file.exists():
+        write_json_atomic(plan_file, plan)
+    return task_dir
 
 
 def run_curate(ingest_dir: Path, out_dir: Path, config: CurateConfig,
                rows_per_shard: int = 50_000) -> dict:
     """Curate the documents of a completed ingest stage into `out_dir`."""
     documents_dir = Path(ingest_dir) / "documents"
-    stage = Stage("curate", out_dir, inputs={"ingest": upstream_hash(ingest_dir)},
-                  params=dataclasses.asdict(config))
+    params = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_SETTINGS}
+    stage = Stage("curate", out_dir, inputs={"ingest": upstream_hash(ingest_dir)}, params=params)
     if manifest := stage.done():
         return manifest
-    work = stage.start()
-    dedup = ExactDedup()
-    read, rejected = 0, Counter()
-    by_source: dict[str, dict] = defaultdict(lambda: {"read": 0, "kept": 0, "chars_kept": 0,
-                                                      "rejected": Counter()})
-    by_license: Counter = Counter()
-    total = count_rows(documents_dir)
-    with ShardWriter(work / "documents", CURATED_SCHEMA, rows_per_shard=rows_per_shard) as kept, \
-            ShardWriter(work / "rejected", rejected_schema(CURATED_SCHEMA),
+    work = stage.start(resume=True)
+    tasks = plan_tasks(documents_dir, config.task_rows)
+    task_dir = _prepare_task_dir(work, tasks)
+    todo = [t for t in tasks if not _task_path(task_dir, t.index, "kept").exists()]
+    with make_executor(config.executor, config.workers, config.ray_address) as executor:
+        executor.map(_run_task, [(t, config, str(task_dir)) for t in todo],
+                     labels=[t.label for t in todo], desc="curate")
+    dropped = find_all_duplicates(task_dir, tasks, config)
+
+    tally = Tally()
+    fingerprints = [f.name for f in FINGERPRINTS]
+    with ShardWriter(work / "documents", CURATED_SCHEMA, rows_per_shard=rows_per_shard) as docs, \
+            ShardWriter(work / "rejected", REJECTED_SCHEMA,
                         rows_per_shard=rows_per_shard) as rejects:
-        for record in tqdm(iter_records(documents_dir), total=total, desc="curate",
-                           unit="doc", mininterval=1.0):
-            record.setdefault("n_chars", len(record["text"]))
-            record.setdefault("dup_of", None)
-            read += 1
-            counts = by_source[record["source"]]
-            counts["read"] += 1
-            reason = curate_record(record, config, dedup)
-            if reason is None:
-                kept.write(record)
-                counts["kept"] += 1
-                counts["chars_kept"] += record["n_chars"]
-                by_license[record["license"]] += 1
-            else:
-                rejects.write({**record, "stage": "curate", "reason": reason})
-                rejected[reason] += 1
-                counts["rejected"][reason] += 1
-    n_kept = sum(c["kept"] for c in by_source.values())
-    assert n_kept + sum(rejected.values()) == read, "curate lost records"
-    return stage.finish({
-        "read": read, "kept": n_kept, "rejected": dict(rejected),
-        "by_source": {s: {**c, "rejected": dict(c["rejected"])} for s, c in by_source.items()},
-        "by_license": dict(by_license),
-    })
+        for task in tasks:
+            for record in pq.read_table(_task_path(task_dir, task.index, "rejected")).to_pylist():
+                tally.read(record)
+                tally.reject(record, record["reason"])
+                rejects.write(record)
+            kept = pq.read_table(_task_path(task_dir, task.index, "kept")).drop(fingerprints)
+            for record in kept.to_pylist():
+                tally.read(record)
+                if record["id"] in dropped:
+                    reason, record["dup_of"] = dropped[record["id"]]
+                    tally.reject(record, reason)
+                    rejects.write({**record, "stage": "curate", "reason": reason})
+                else:
+                    tally.keep(record)
+                    docs.write(record)
+    shutil.rmtree(task_dir)
+    counts = tally.counts()
+    if counts["kept"] + sum(counts["rejected"].values()) != counts["read"]:
+        raise AssertionError(f"curate lost records: {counts}")
+    write_report(work, counts, tally.examples)
+    return stage.finish(counts, executor=config.executor, tasks=len(tasks))

@@ -185,6 +185,18 @@ class Backbone(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
+def init_parameters(module: nn.Module, num_layers: int, std: float = 0.02) -> None:
+    """Normal(0, std) for matrices and embeddings, the residual-stream projections (o_proj,
+    down_proj) scaled by 1/sqrt(2 * num_layers), norms at one."""
+    for name, p in module.named_parameters():
+        if name.endswith("norm.weight"):
+            nn.init.ones_(p)
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * num_layers))
+        else:
+            nn.init.normal_(p, mean=0.0, std=std)
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -204,14 +216,7 @@ class Transformer(nn.Module):
         1/sqrt(2 * num_layers) as in GPT-2, so the residual stream's variance does not grow
         with depth. Norms start at one. Also (re)builds the RoPE tables, which lets a model
         built on the meta device be materialised with `to_empty()` then `init_weights()`."""
-        std = 0.02
-        for name, p in self.named_parameters():
-            if name.endswith("norm.weight"):
-                nn.init.ones_(p)
-            elif name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.num_layers))
-            else:
-                nn.init.normal_(p, mean=0.0, std=std)
+        init_parameters(self, self.config.num_layers)
         self.init_rope()
 
     def init_rope(self) -> None:
