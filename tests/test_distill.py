@@ -8,7 +8,8 @@ import torch
 from fournil.export.hf import export_hf
 from fournil.model import Transformer, TransformerConfig
 from fournil.model.transformer import cross_entropy
-from fournil.train.distill import DistillConfig, distillation_loss, load_teacher
+from fournil.train.config import DistillConfig
+from fournil.train.distill import distillation_loss, load_teacher
 from fournil.train.muon import OptimizerConfig, make_optimizer
 from fournil.validation import RecipeError
 

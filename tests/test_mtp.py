@@ -6,7 +6,8 @@ from safetensors import safe_open
 
 from fournil.export.hf import export_hf
 from fournil.model import Transformer, TransformerConfig
-from fournil.model.mtp import FILENAME, MTPConfig, MTPHeads
+from fournil.model.mtp import FILENAME, MTPHeads
+from fournil.train.config import MTPConfig
 from fournil.train.muon import OptimizerConfig, make_optimizer
 from fournil.validation import RecipeError
 

@@ -1,4 +1,6 @@
-"""Pretraining on the smoke corpus: exact resume, deterministic data order, checkpoints."""
+"""Pretraining on the smoke corpus: exact resume (AdamW + cosine, and Muon + WSD + MTP heads),
+deterministic data order, checkpoints, schedules, MTP heads kept out of the export, and
+distillation from a teacher through the real stage."""
 
 from __future__ import annotations
 
@@ -6,14 +8,20 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
+from safetensors.torch import load_file
 
 from fournil.data.loader import WindowSampler, get_batch
 from fournil.data.token_shards import TokenDataset
+from fournil.export.stage import run_export
+from fournil.layout import RunLayout
+from fournil.model.mtp import FILENAME as MTP_FILE
 from fournil.model.transformer import Transformer
 from fournil.train.checkpoint import list_checkpoints
+from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
 from fournil.train.pretrain import final_checkpoint, run_pretrain
-from fournil.train.schedule import warmup_cosine
+from fournil.train.schedule import warmup_cosine, warmup_stable_decay
 
 
 def _losses(pretrain_dir):
@@ -22,10 +30,15 @@ def _losses(pretrain_dir):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def test_resume_gives_the_same_losses(smoke_recipe, smoke_bake, tmp_path):
+MUON_WSD_MTP = {"optimizer": OptimizerConfig(name="muon", lr=3e-3, muon_lr=0.02),
+                "schedule": "wsd", "decay_fraction": 0.5, "mtp": MTPConfig(depth=1)}
+
+
+@pytest.mark.parametrize("recipe", [{}, MUON_WSD_MTP], ids=["adamw-cosine", "muon-wsd-mtp"])
+def test_resume_gives_the_same_losses(recipe, smoke_recipe, smoke_bake, tmp_path):
     _, layout = smoke_bake
     cfg = dataclasses.replace(smoke_recipe.pretrain, max_steps=12, checkpoint_every=4,
-                              log_every=1, eval_every=6, warmup_steps=2)
+                              log_every=1, eval_every=6, warmup_steps=2, **recipe)
     args = (layout.tokens, layout.tokenizer)
     straight = run_pretrain(*args, tmp_path / "straight", smoke_recipe.model, cfg, seed=7)
 
@@ -43,6 +56,47 @@ def test_resume_gives_the_same_losses(smoke_recipe, smoke_bake, tmp_path):
     wa = Transformer.load(final_checkpoint(tmp_path / "straight")).state_dict()
     wb = Transformer.load(final_checkpoint(tmp_path / "resumed")).state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if cfg.mtp.depth:
+        rows = [json.loads(line) for line in
+                (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["mtp"] > 0 for r in rows if "loss" in r)  # the auxiliary loss was on
+
+
+def test_mtp_heads_train_and_are_left_out_of_the_export(smoke_recipe, smoke_bake, tmp_path):
+    _, layout = smoke_bake
+    cfg = dataclasses.replace(smoke_recipe.pretrain, max_steps=6, checkpoint_every=3,
+                              eval_every=6, warmup_steps=1, mtp=MTPConfig(depth=2))
+    for stage in ("ingest", "curate", "tokenizer", "tokens", "eval"):  # the smoke run's
+        (tmp_path / stage).symlink_to(getattr(layout, stage))
+    run_pretrain(layout.tokens, layout.tokenizer, tmp_path / "pretrain", smoke_recipe.model,
+                 cfg, seed=1)
+    ckpt = final_checkpoint(tmp_path / "pretrain")
+    assert (ckpt / MTP_FILE).exists()  # resumable with its heads
+    run_export(smoke_recipe, RunLayout(tmp_path))
+    weights = load_file(str(tmp_path / "export" / "model.safetensors"))
+    assert not any("mtp" in k or "depths" in k for k in weights)
+    assert set(weights) == set(Transformer.load(ckpt).weights_for_save())
+    assert not (tmp_path / "export" / MTP_FILE).exists()
+
+
+def test_distillation_through_the_stage(smoke_recipe, smoke_bake, tmp_path):
+    """A student distilled (alpha=1: the KL term alone) from the smoke model learns from it:
+    its data cross-entropy falls although it never sees the data's targets directly."""
+    _, layout = smoke_bake
+    teacher = final_checkpoint(layout.pretrain)
+    cfg = dataclasses.replace(smoke_recipe.pretrain, max_steps=20, eval_every=20, log_every=1,
+                              distill=DistillConfig(teacher=str(teacher), alpha=1.0))
+    manifest = run_pretrain(layout.tokens, layout.tokenizer, tmp_path / "student",
+                            smoke_recipe.model, cfg, seed=3, teacher_dir=teacher)
+    assert "teacher" in manifest["inputs"]
+    rows = [json.loads(line) for line in
+            (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    kl = [r["kl"] for r in rows if "kl" in r]
+    ce = [r["loss"] for r in rows if "kl" in r]
+    assert kl[-1] < 0.2 * kl[0] and ce[-1] < ce[0] - 0.5
+    with pytest.raises(ValueError, match="teacher"):
+        run_pretrain(layout.tokens, layout.tokenizer, tmp_path / "other", smoke_recipe.model,
+                     cfg, seed=3)  # the recipe names a teacher, none was resolved
 
 
 def test_loss_goes_down_and_is_logged(smoke_bake):
@@ -86,3 +140,11 @@ def test_warmup_then_cosine():
     assert lrs[0] == 0.1 and lrs[9] == 1.0
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
     assert abs(warmup_cosine(100, 100, 10, 0.1) - 0.1) < 1e-9
+
+
+def test_warmup_stable_decay():
+    lrs = [warmup_stable_decay(s, 100, 10, 0.0, decay_fraction=0.2) for s in range(100)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0
+    assert set(lrs[9:80]) == {1.0}  # the plateau
+    assert all(a > b for a, b in zip(lrs[79:], lrs[80:], strict=False))  # a linear decay
+    assert lrs[80] == pytest.approx(1 - 1 / 20) and lrs[99] == 0.0

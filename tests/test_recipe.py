@@ -4,11 +4,12 @@ import pytest
 
 from fournil.cli import apply_overrides
 from fournil.recipe import RecipeError, load_recipe
+from fournil.train.memory import estimate_memory
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 
 
-@pytest.mark.parametrize("name", ["tiny-cpu", "smoke"])
+@pytest.mark.parametrize("name", ["tiny-cpu", "smoke", "gpu-150m", "gpu-350m"])
 def test_bundled_recipes_validate(name):
     recipe = load_recipe(RECIPES / f"{name}.toml")
     assert recipe.name == name
@@ -33,8 +34,13 @@ def test_bad_type_names_the_key(tmp_path):
 
 
 def test_bad_value_names_the_key(tmp_path):
-    with pytest.raises(RecipeError, match=r"pretrain\.lr: must be > 0"):
-        load_recipe(_write(tmp_path, "[pretrain]\nlr = -1.0\n"))
+    with pytest.raises(RecipeError, match=r"pretrain\.optimizer\.lr: must be > 0"):
+        load_recipe(_write(tmp_path, "[pretrain.optimizer]\nlr = -1.0\n"))
+    with pytest.raises(RecipeError, match=r"pretrain\.lr: unknown key"):
+        load_recipe(_write(tmp_path, "[pretrain]\nlr = 0.1\n"))  # it moved to [pretrain.optimizer]
+    with pytest.raises(RecipeError, match=r"pretrain\.decay_fraction: warmup and decay"):
+        load_recipe(_write(tmp_path, '[pretrain]\nmax_steps = 100\nwarmup_steps = 50\n'
+                                     'schedule = "wsd"\ndecay_fraction = 0.6\n'))
     with pytest.raises(RecipeError, match=r"model\.num_kv_heads: must divide"):
         load_recipe(_write(tmp_path, "[model]\nnum_heads = 4\nnum_kv_heads = 3\n"))
     with pytest.raises(RecipeError, match=r"curate\.allowed_licenses\[0\]: unknown license"):
@@ -45,7 +51,7 @@ def test_bad_value_names_the_key(tmp_path):
 
 def test_missing_name_and_bad_toml(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text("[pretrain]\nlr = 0.1\n")
+    path.write_text("[pretrain]\nmax_steps = 10\n")
     with pytest.raises(RecipeError, match="name"):
         load_recipe(path)
     path.write_text("name = \n")
@@ -66,3 +72,15 @@ def test_overrides_are_validated():
         apply_overrides(recipe, ["pretrain.max_steps=-3"])
     with pytest.raises(RecipeError, match="unknown key"):
         apply_overrides(recipe, ["pretrain.nope=1"])
+
+
+@pytest.mark.parametrize("name, low, high", [("gpu-150m", 130e6, 170e6),
+                                              ("gpu-350m", 300e6, 380e6)])
+def test_gpu_recipes_validate_and_fit_one_80gb_gpu(name, low, high):
+    recipe = load_recipe(RECIPES / f"{name}.toml")
+    assert recipe.pretrain.optimizer.name == "muon" and recipe.pretrain.schedule == "wsd"
+    estimate = estimate_memory(recipe.model, recipe.pretrain, recipe.tokenizer.vocab_size)
+    assert low < estimate.parameters < high, estimate.table()
+    assert estimate.total_gib < 0.9 * 80, estimate.table()
+    assert recipe.pretrain.batch_size * recipe.pretrain.grad_accum * recipe.pretrain.seq_len \
+        == 524_288

@@ -25,17 +25,22 @@ from fournil.train.pretrain import final_checkpoint, run_pretrain
 log = logging.getLogger("fournil")
 
 
+def prepare_data(recipe: Recipe, layout: RunLayout) -> None:
+    """The data stages: ingest, curate, tokenizer, tokenize (each skipped when up to date)."""
+    run_ingest(recipe.ingest.sources, layout.ingest, recipe.resolve, recipe.ingest.rows_per_shard)
+    run_curate(layout.ingest, layout.curate, recipe.curate, recipe.ingest.rows_per_shard)
+    run_tokenizer(layout.curate, layout.tokenizer, recipe.tokenizer, recipe.model.max_seq_len)
+    run_tokenize(layout.curate, layout.tokenizer, layout.tokens, recipe.tokenize)
+
+
 def bake(recipe: Recipe, run_dir: str | Path | None = None) -> dict:
     """Run every stage of `recipe`; returns a summary (paths, bits-per-byte, a sample)."""
     layout = RunLayout(recipe.run_dir(run_dir))
     started = time.time()
     log.info("bake %s -> %s", recipe.name, layout.root)
-    run_ingest(recipe.ingest.sources, layout.ingest, recipe.resolve, recipe.ingest.rows_per_shard)
-    run_curate(layout.ingest, layout.curate, recipe.curate, recipe.ingest.rows_per_shard)
-    run_tokenizer(layout.curate, layout.tokenizer, recipe.tokenizer, recipe.model.max_seq_len)
-    run_tokenize(layout.curate, layout.tokenizer, layout.tokens, recipe.tokenize)
+    prepare_data(recipe, layout)
     run_pretrain(layout.tokens, layout.tokenizer, layout.pretrain, recipe.model,
-                 recipe.pretrain, recipe.seed)
+                 recipe.pretrain, recipe.seed, teacher_dir=recipe.teacher_dir())
     evaluation = run_eval(final_checkpoint(layout.pretrain), layout.tokens, layout.eval,
                           recipe.pretrain.seq_len, recipe.pretrain.eval_tokens,
                           device=recipe.pretrain.device)

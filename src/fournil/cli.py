@@ -130,7 +130,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     manifest = run_pretrain(Path(args.tokens) if args.tokens else layout.tokens,
                             Path(args.tokenizer) if args.tokenizer else layout.tokenizer,
                             out, recipe.model, recipe.pretrain, recipe.seed,
-                            stop_after=args.stop_after)
+                            stop_after=args.stop_after, teacher_dir=recipe.teacher_dir())
     if manifest is None:
         print(f"stopped after step {args.stop_after}; run the same command again to continue")
     else:

@@ -1,7 +1,7 @@
 """Recipes: one TOML file describes a whole bake. Validated on load.
 
 Every section is a dataclass; unknown keys, wrong types and out-of-range values are errors
-that name the key (`pretrain.lr: must be > 0, got -1`). Paths inside a recipe are relative
+that name the key (`pretrain.optimizer.lr: must be > 0, got -1`). Paths inside a recipe are relative
 to the recipe file, so a recipe and its data can move together.
 """
 
@@ -22,6 +22,7 @@ else:  # pragma: no cover
 from fournil.curate.filters import QualityConfig
 from fournil.curate.minhash import NearDedupConfig
 from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
+from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
 from fournil.validation import RecipeError
 from fournil.validation import check as _check
 
@@ -132,34 +133,49 @@ class ModelConfig:
 class PretrainConfig:
     max_steps: int = 1000
     seq_len: int = 256
-    batch_size: int = 16  # sequences per micro-batch
+    batch_size: int = 16  # sequences per micro-batch (per process under torchrun)
     grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # cosine: warmup then cosine decay to min_lr_ratio; wsd: warmup, a stable plateau, then a
+    # linear decay over the last `decay_fraction` of the steps (which a run can be extended
+    # from: continue the plateau, decay again)
+    schedule: str = "cosine"
     warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    decay_fraction: float = 0.2  # wsd only
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    mtp: MTPConfig = field(default_factory=MTPConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     eval_every: int = 100
     eval_tokens: int = 65_536
     checkpoint_every: int = 100
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast where supported) | float32 | bfloat16
+    compile: bool = False  # torch.compile the training step (worth it on GPUs)
 
     def validate(self, key: str) -> None:
         for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "eval_every",
                      "eval_tokens", "checkpoint_every", "log_every"):
             _check(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
+        _check(self.schedule in ("cosine", "wsd"), f"{key}.schedule",
+               f"cosine or wsd, got {self.schedule!r}")
         _check(0 <= self.min_lr_ratio <= 1, f"{key}.min_lr_ratio", "must be in [0, 1]")
         _check(0 <= self.warmup_steps < self.max_steps, f"{key}.warmup_steps",
                "must be >= 0 and < max_steps")
+        _check(0 < self.decay_fraction <= 1, f"{key}.decay_fraction", "must be in (0, 1]")
+        if self.schedule == "wsd":
+            _check(self.warmup_steps + round(self.decay_fraction * self.max_steps)
+                   <= self.max_steps, f"{key}.decay_fraction",
+                   "warmup and decay together exceed max_steps")
+        _check(self.grad_clip > 0, f"{key}.grad_clip", "must be > 0")
         _check(self.device in ("auto", "cpu", "cuda", "mps"), f"{key}.device",
                "auto, cpu, cuda or mps")
         _check(self.dtype in ("auto", "float32", "bfloat16"), f"{key}.dtype",
                "auto, float32 or bfloat16")
+        self.optimizer.validate(f"{key}.optimizer")
+        self.mtp.validate(f"{key}.mtp")
+        self.distill.validate(f"{key}.distill")
 
 
 @dataclass
@@ -208,6 +224,11 @@ class Recipe:
         """A path from the recipe, relative to the recipe file."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.root / p).resolve()
+
+    def teacher_dir(self) -> Path | None:
+        """`pretrain.distill.teacher`, resolved; None without distillation."""
+        teacher = self.pretrain.distill.teacher
+        return self.resolve(teacher) if teacher else None
 
     def run_dir(self, override: str | Path | None = None) -> Path:
         if override:

@@ -19,7 +19,6 @@ and head outside the model's own forward.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,19 +33,8 @@ from fournil.model.transformer import (
     cross_entropy,
     init_parameters,
 )
-from fournil.validation import check
 
 FILENAME = "mtp.safetensors"
-
-
-@dataclass
-class MTPConfig:
-    depth: int = 0  # 0: off; DeepSeek-V3 uses 1
-    weight: float = 0.3  # the loss is main + weight * mean over depths (DeepSeek-V3's lambda)
-
-    def validate(self, key: str) -> None:
-        check(0 <= self.depth <= 8, f"{key}.depth", f"must be in [0, 8], got {self.depth}")
-        check(self.weight >= 0, f"{key}.weight", f"must be >= 0, got {self.weight}")
 
 
 class MTPDepth(nn.Module):

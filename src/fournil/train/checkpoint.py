@@ -1,8 +1,9 @@
 """Checkpoints: a folder a resumed run continues from exactly, written atomically.
 
 `step-000100/` holds `model.safetensors` + `config.json` (the model), `optimizer.pt`,
-`trainer_state.json` (step, tokens seen, RNG state) and the tokenizer files, so a checkpoint
-is also a self-contained model folder for `fournil generate` and `fournil export`.
+`trainer_state.json` (step, tokens seen, RNG state), the tokenizer files and, when training
+with multi-token prediction, `mtp.safetensors` (read by the trainer only: a checkpoint is also
+a self-contained Qwen3 model folder for `fournil generate` and `fournil export`).
 """
 
 from __future__ import annotations
@@ -14,19 +15,22 @@ from pathlib import Path
 
 import torch
 
+from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer | None,
-                    state: dict, tokenizer_dir: Path) -> Path:
+                    state: dict, tokenizer_dir: Path, mtp: MTPHeads | None = None) -> Path:
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save(tmp)
+    if mtp is not None:
+        mtp.save(tmp)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     state = {**state, "torch_rng": torch.get_rng_state().tolist()}

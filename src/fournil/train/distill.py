@@ -16,7 +16,6 @@ id-to-token map when both folders carry a tokenizer.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,25 +24,10 @@ from torch.utils.checkpoint import checkpoint
 
 from fournil.model.transformer import Transformer, read_config
 from fournil.tokenizer.train import load_tokenizer
-from fournil.validation import check
 
 # Float32 elements per chunk of [positions, vocab] (256 MB): 8k positions at a 8k vocabulary,
 # 430 at Qwen3's 152k.
 CHUNK_ELEMENTS = 1 << 26
-
-
-@dataclass
-class DistillConfig:
-    teacher: str | None = None  # a fournil checkpoint or HF Qwen3 folder; None: no distillation
-    temperature: float = 2.0
-    alpha: float = 0.5  # weight of the KL term; 1 - alpha on the cross-entropy with the data
-
-    def validate(self, key: str) -> None:
-        check(self.teacher is None or self.teacher.strip() != "", f"{key}.teacher",
-              "must be a folder path, or left out")
-        check(self.temperature > 0, f"{key}.temperature",
-              f"must be > 0, got {self.temperature}")
-        check(0 <= self.alpha <= 1, f"{key}.alpha", f"must be in [0, 1], got {self.alpha}")
 
 
 def _sums(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,

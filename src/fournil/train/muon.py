@@ -30,49 +30,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fournil.train.config import NS_STEPS, OptimizerConfig
 from fournil.train.optim import make_adamw
-from fournil.validation import check
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-NS_STEPS = 5
 NS_EPS = 1e-7
-ADJUST_LR = ("original", "match_rms_adamw")
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = "adamw"  # adamw | muon
-    # AdamW: every parameter under "adamw"; embeddings, head and norms under "muon"
-    lr: float = 3e-3
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1  # on matrices and embeddings, never on norms
-    # Muon: the matrices inside the blocks
-    muon_lr: float = 0.02
-    muon_momentum: float = 0.95
-    muon_nesterov: bool = True
-    muon_weight_decay: float = 0.0  # decoupled, multiplied by muon_lr as in torch.optim.Muon
-    muon_adjust_lr: str = "original"  # original | match_rms_adamw
-    muon_ns_steps: int = NS_STEPS
-
-    def validate(self, key: str) -> None:
-        check(self.name in ("adamw", "muon"), f"{key}.name",
-               f"adamw or muon, got {self.name!r}")
-        check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
-        for name in ("beta1", "beta2"):
-            check(0 <= getattr(self, name) < 1, f"{key}.{name}", "must be in [0, 1)")
-        check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
-        check(self.muon_lr > 0, f"{key}.muon_lr", f"must be > 0, got {self.muon_lr}")
-        check(0 <= self.muon_momentum < 1, f"{key}.muon_momentum", "must be in [0, 1)")
-        check(self.muon_weight_decay >= 0, f"{key}.muon_weight_decay", "must be >= 0")
-        check(self.muon_adjust_lr in ADJUST_LR, f"{key}.muon_adjust_lr",
-               f"original or match_rms_adamw, got {self.muon_adjust_lr!r}")
-        check(1 <= self.muon_ns_steps < 100, f"{key}.muon_ns_steps", "must be in [1, 100)")
 
 
 # -- the reference Muon, for CPUs and torch < 2.9 ----------------------------------------------

@@ -1,9 +1,11 @@
 """The pretrain stage: next-token prediction on packed token shards.
 
-AdamW, warmup + cosine decay, gradient clipping and accumulation, bf16 autocast on GPUs.
-Everything that decides a step (the batch, the learning rate) is a function of the step
-number and the seed, and checkpoints hold the optimizer state, so a resumed run continues
-with exactly the losses the uninterrupted run would have had.
+AdamW or Muon (muon.py), a cosine or warmup-stable-decay schedule (schedule.py), gradient
+clipping and accumulation, bf16 autocast on GPUs, optional multi-token prediction heads and
+logit distillation from a teacher (objective.py), optional torch.compile. Everything that
+decides a step (the batch, the learning rate) is a function of the step number and the seed,
+and checkpoints hold the optimizer state and the MTP heads, so a resumed run continues with
+exactly the losses the uninterrupted run would have had.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from fournil.data.loader import WindowSampler, get_batch
 from fournil.data.token_shards import TokenDataset
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.config import TransformerConfig
+from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
 from fournil.recipe import ModelConfig, PretrainConfig
-from fournil.stage import Stage, upstream_hash
+from fournil.stage import Stage, hash_tree, upstream_hash
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
 from fournil.train.checkpoint import (
     list_checkpoints,
@@ -32,8 +35,10 @@ from fournil.train.checkpoint import (
     save_checkpoint,
 )
 from fournil.train.device import autocast_for, pick_device
-from fournil.train.optim import make_adamw
-from fournil.train.schedule import warmup_cosine
+from fournil.train.distill import load_teacher
+from fournil.train.muon import apply_lr_multiplier, make_optimizer
+from fournil.train.objective import PretrainObjective
+from fournil.train.schedule import lr_multiplier
 
 
 def final_checkpoint(pretrain_dir: Path) -> Path:
@@ -58,12 +63,17 @@ class MetricsLog:
 
 
 def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg: ModelConfig,
-                 cfg: PretrainConfig, seed: int, stop_after: int | None = None) -> dict | None:
+                 cfg: PretrainConfig, seed: int, stop_after: int | None = None,
+                 teacher_dir: Path | None = None) -> dict | None:
     """Train, resuming from the stage's latest checkpoint. Returns the manifest when done,
-    None when stopped early by `stop_after` (the run can be continued later)."""
-    stage = Stage("pretrain", out_dir,
-                  inputs={"tokens": upstream_hash(tokens_dir),
-                          "tokenizer": upstream_hash(tokenizer_dir)},
+    None when stopped early by `stop_after` (the run can be continued later).
+    `teacher_dir` is `cfg.distill.teacher` resolved (recipe paths are relative to the recipe)."""
+    if (teacher_dir is None) != (cfg.distill.teacher is None):
+        raise ValueError("pretrain.distill.teacher and teacher_dir go together")
+    inputs = {"tokens": upstream_hash(tokens_dir), "tokenizer": upstream_hash(tokenizer_dir)}
+    if teacher_dir is not None:
+        inputs["teacher"] = hash_tree(Path(teacher_dir))
+    stage = Stage("pretrain", out_dir, inputs=inputs,
                   params={"model": dataclasses.asdict(model_cfg),
                           "pretrain": dataclasses.asdict(cfg), "seed": seed})
     if manifest := stage.done():
@@ -78,12 +88,20 @@ def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg
     config = TransformerConfig.from_model_config(model_cfg, tokenizer.get_vocab_size())
     torch.manual_seed(seed)
     model = Transformer(config).to(device)
-    optimizer = make_adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    mtp = MTPHeads(config, cfg.mtp.depth).to(device) if cfg.mtp.depth else None
+    teacher = (load_teacher(teacher_dir, tokenizer_dir, device=device)
+               if teacher_dir is not None else None)
+    objective = PretrainObjective(model, mtp, cfg.mtp.weight, teacher, cfg.distill)
+    optimizer = make_optimizer([model, mtp] if mtp is not None else model, cfg.optimizer)
     state = {"step": 0, "tokens_seen": 0}
     if checkpoints := list_checkpoints(ckpt_dir):
         model.load_state_dict(Transformer.load(checkpoints[-1]).state_dict())
+        if mtp is not None:
+            mtp.load(checkpoints[-1])
         state = load_trainer_state(checkpoints[-1], optimizer)
         tqdm.write(f"pretrain: resuming from {checkpoints[-1].name} (step {state['step']})")
+    step_loss = torch.compile(objective) if cfg.compile else objective
+    trained = list(objective.parameters())
 
     train = TokenDataset(Path(tokens_dir) / "train")
     sampler = WindowSampler(len(train), cfg.seq_len, seed)
@@ -91,8 +109,11 @@ def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg
     metrics = MetricsLog(work / "metrics.jsonl", state["step"])
     tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len
     n_params = model.num_parameters()
+    extras = [f"MTP depth {cfg.mtp.depth}"] if mtp is not None else []
+    extras += [f"distilling from {teacher_dir}"] if teacher is not None else []
     tqdm.write(f"pretrain: {n_params / 1e6:.2f}M parameters, {len(train):,} train tokens, "
-               f"{tokens_per_step:,} tokens/step, {cfg.max_steps} steps on {device}")
+               f"{tokens_per_step:,} tokens/step, {cfg.max_steps} steps on {device}, "
+               + ", ".join([f"{cfg.optimizer.name} + {cfg.schedule}", *extras]))
 
     def evaluate(step: int) -> dict:
         result = bits_per_byte(model, held_out, token_bytes, cfg.seq_len, cfg.batch_size,
@@ -104,7 +125,7 @@ def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg
 
     def checkpoint(step: int) -> Path:
         path = save_checkpoint(ckpt_dir / f"step-{step:06d}", model, optimizer, state,
-                               tokenizer_dir)
+                               tokenizer_dir, mtp)
         prune_checkpoints(ckpt_dir, keep=2)
         return path
 
@@ -115,34 +136,37 @@ def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg
     t_last, tokens_last = time.time(), state["tokens_seen"]
     while state["step"] < cfg.max_steps:
         step = state["step"]
-        lr = cfg.lr * warmup_cosine(step, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = 0.0
+        multiplier = lr_multiplier(step, cfg.max_steps, cfg.schedule, cfg.warmup_steps,
+                                   cfg.min_lr_ratio, cfg.decay_fraction)
+        apply_lr_multiplier(optimizer, multiplier)
+        sums: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             first = (step * cfg.grad_accum + micro) * cfg.batch_size
             x, y = get_batch(train, sampler, first, cfg.batch_size, device)
             with autocast:
-                _, loss = model(x, y)
+                loss, parts = step_loss(x, y)
             (loss / cfg.grad_accum).backward()
-            loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + value.item() / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step = step + 1
         state["tokens_seen"] += tokens_per_step
-        train_loss = loss_sum / cfg.grad_accum
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"pretrain: loss is {train_loss} at step {step}; "
-                                     "lower pretrain.lr or check the data")
+        train_loss = sums["ce"]  # the data's cross-entropy, whatever else is minimised
+        if not all(math.isfinite(v) for v in sums.values()):
+            raise FloatingPointError(f"pretrain: loss is {sums} at step {step}; lower "
+                                     "pretrain.optimizer.lr (or muon_lr) or check the data")
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             now = time.time()
             tok_s = (state["tokens_seen"] - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, state["tokens_seen"]
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-            metrics.write(step=step, loss=train_loss, lr=lr, grad_norm=float(grad_norm),
-                          tokens_seen=state["tokens_seen"], tokens_per_s=round(tok_s, 1))
+            extra = {k: v for k, v in sums.items() if k != "ce"}
+            metrics.write(step=step, loss=train_loss, **extra, lr_multiplier=multiplier,
+                          grad_norm=float(grad_norm), tokens_seen=state["tokens_seen"],
+                          tokens_per_s=round(tok_s, 1))
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             val = evaluate(step)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
