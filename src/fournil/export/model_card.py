@@ -16,6 +16,25 @@ def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def _training_recipe(p: dict) -> str:
+    """One sentence on how the model was trained, from the pretrain stage's parameters."""
+    opt = p["optimizer"]
+    optimizer = (f"Muon (lr {opt['muon_lr']}) on the hidden matrices and AdamW (lr {opt['lr']}) "
+                 "on embeddings and norms" if opt["name"] == "muon"
+                 else f"AdamW (lr {opt['lr']}, weight decay {opt['weight_decay']})")
+    schedule = ("a warmup-stable-decay schedule (decay over the last "
+                f"{p['decay_fraction']:.0%} of the steps)" if p["schedule"] == "wsd"
+                else "a warmup + cosine schedule")
+    extras = []
+    if p["mtp"]["depth"]:
+        extras.append(f"with {p['mtp']['depth']} multi-token-prediction depth(s) (weight "
+                      f"{p['mtp']['weight']}, training only: not part of this model)")
+    if p["distill"]["teacher"]:
+        extras.append(f"distilled from the teacher `{p['distill']['teacher']}` (temperature "
+                      f"{p['distill']['temperature']}, KL weight {p['distill']['alpha']})")
+    return f"{optimizer}, {schedule}" + "".join(f", {e}" for e in extras) + "."
+
+
 def render_model_card(name: str, model_config: dict, n_params: int, manifests: dict,
                       languages: list[str], sample: str | None = None) -> str:
     """Markdown with Hugging Face front matter. `manifests` maps stage name -> manifest."""
@@ -60,7 +79,11 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: d
         f"source and by license ({', '.join(licenses)}).",
         "## Model", arch,
         "## Training data",
-        f"{ingest['read']:,} documents read, {curate['kept']:,} kept after curation; "
+        f"{ingest['read']:,} documents read, {curate['kept']:,} kept after curation "
+        f"(license gate, language ID, quality filters, exact and near-duplicate removal"
+        + (f", {sum(curate['pii'].values()):,} e-mails, phone numbers, IBANs or IP "
+           "addresses replaced by placeholders" if curate.get("pii") else "")
+        + "); "
         f"{train['tokens']:,} training tokens and {tokens['val']['tokens']:,} held-out "
         f"tokens ({tokens['val']['docs']} documents).",
         "### Training tokens by source", by_source,
@@ -68,7 +91,8 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: d
         "### Rejected during curation", rejected,
         "## Training",
         f"{pt['steps']:,} steps, {pt['tokens_seen']:,} tokens seen "
-        f"({pt['tokens_seen'] / max(train['tokens'], 1):.2f} epochs), on {pretrain['device']}.",
+        f"({pt['tokens_seen'] / max(train['tokens'], 1):.2f} epochs), on {pretrain['device']}; "
+        + _training_recipe(pretrain["params"]["pretrain"]),
         "## Evaluation",
         f"Held-out bits per byte: **{evaluation['counts']['val_bpb']:.4f}** "
         f"({evaluation['counts']['tokens']:,} tokens).", per_source_bpb,
