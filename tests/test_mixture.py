@@ -5,6 +5,8 @@ token counts, phase boundaries on WSD's decay, and recipe errors that name the k
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -14,14 +16,12 @@ import torch
 
 from fournil.corpus.ingest import run_ingest
 from fournil.curate.stage import run_curate
-from fournil.data.loader import WindowSampler
-from fournil.data.loader import get_batch as natural_batch
+from fournil.data.loader import WindowSampler, get_batch
 from fournil.data.mixture import (
     Cycle,
     MixtureConfig,
     MixtureSampler,
     PhaseConfig,
-    get_batch,
     integer_weights,
     phase_steps,
     source_spans,
@@ -38,6 +38,7 @@ from fournil.recipe import (
     _convert,
 )
 from fournil.tokenizer.stage import run_tokenizer
+from fournil.train.pretrain import run_pretrain
 from fournil.train.schedule import decay_start
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -197,7 +198,7 @@ def test_no_phases_is_the_natural_distribution(train):
     natural = WindowSampler(len(train), SEQ, 5)
     for first in (0, 96, 4000):
         x1, y1 = get_batch(train, sampler, first, 4)
-        x2, y2 = natural_batch(train, natural, first, 4)
+        x2, y2 = get_batch(train, natural, first, 4)
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     owner = _token_sources(train)
     assert all(sampler.source_of(i) == owner[natural.start(i)] for i in range(200))
@@ -261,3 +262,31 @@ def test_sources_must_be_in_the_train_tokens(train):
     too_long = MixtureConfig(phases=[_phase(**{WIKI: 1})])
     with pytest.raises(RecipeError, match=f"mixture.phases: source .{WIKI}. has .* too few"):
         MixtureSampler(train, 8000, 0, too_long, STEPS, PER_STEP)
+
+
+def test_pretrain_reports_tokens_seen_per_phase_and_source(smoke_recipe, smoke_bake, tmp_path):
+    """The real pretrain stage under a two-phase mixture: the manifest's tokens per phase and
+    source are the allocation's, and the natural run reports its sources too."""
+    _, layout = smoke_bake
+    mixture = MixtureConfig(phases=[
+        PhaseConfig(name="main", until=0.5, weights={NOUVELLES: 3, THEATRE: 1}),
+        PhaseConfig(name="anneal", weights={WIKI: 1, NOUVELLES: 1})])
+    cfg = dataclasses.replace(smoke_recipe.pretrain, max_steps=8, eval_every=8, batch_size=4,
+                              grad_accum=2, log_every=1, mixture=mixture)
+    manifest = run_pretrain(layout.tokens, layout.tokenizer, tmp_path / "mixed",
+                            smoke_recipe.model, cfg, seed=1)
+    seen = manifest["mixture"]["tokens_seen"]
+    assert {k: tuple(v) for k, v in manifest["mixture"]["phases"].items()} == {
+        "main": (0, 4), "anneal": (4, 8)}
+    per_sample = cfg.seq_len
+    assert seen == {"main": {NOUVELLES: 24 * per_sample, THEATRE: 8 * per_sample},
+                    "anneal": {WIKI: 16 * per_sample, NOUVELLES: 16 * per_sample}}
+    assert sum(n for phase in seen.values() for n in phase.values()) \
+        == manifest["counts"]["tokens_seen"]
+    rows = [json.loads(line) for line in
+            (tmp_path / "mixed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows if "loss" in r] == ["main"] * 4 + ["anneal"] * 4
+    natural = json.loads((layout.pretrain / "manifest.json").read_text())
+    by_source = natural["mixture"]["tokens_seen"]["natural"]
+    assert set(by_source) <= {NOUVELLES, THEATRE, WIKI, "etalab/rgaa-methodologie"}
+    assert sum(by_source.values()) == natural["counts"]["tokens_seen"]

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 from fournil.curate.filters import QualityConfig
 from fournil.curate.minhash import NearDedupConfig
+from fournil.data.mixture import MixtureConfig
 from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
 from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
 from fournil.validation import RecipeError
@@ -146,6 +147,8 @@ class PretrainConfig:
     grad_clip: float = 1.0
     mtp: MTPConfig = field(default_factory=MTPConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # sources weighted per phase ([[pretrain.mixture.phases]]); none: the natural mix
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
     eval_every: int = 100
     eval_tokens: int = 65_536
     checkpoint_every: int = 100
@@ -153,6 +156,9 @@ class PretrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "auto"  # auto (bf16 autocast where supported) | float32 | bfloat16
     compile: bool = False  # torch.compile the training step (worth it on GPUs)
+    # under torchrun: ddp (a whole model per process) or fsdp (parameters, gradients and
+    # optimizer state sharded over processes, for models too large for one device)
+    parallel: str = "ddp"
 
     def validate(self, key: str) -> None:
         for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "eval_every",
@@ -173,9 +179,12 @@ class PretrainConfig:
                "auto, cpu, cuda or mps")
         _check(self.dtype in ("auto", "float32", "bfloat16"), f"{key}.dtype",
                "auto, float32 or bfloat16")
+        _check(self.parallel in ("ddp", "fsdp"), f"{key}.parallel",
+               f"ddp or fsdp, got {self.parallel!r}")
         self.optimizer.validate(f"{key}.optimizer")
         self.mtp.validate(f"{key}.mtp")
         self.distill.validate(f"{key}.distill")
+        self.mixture.validate(f"{key}.mixture")
 
 
 @dataclass

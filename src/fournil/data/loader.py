@@ -1,48 +1,32 @@
-"""Deterministic, resumable batches of training windows.
+"""Batches of training windows: the inputs and next-token targets of consecutive samples.
 
-The window for global sample `i` is a pure function of (seed, i): samples walk through
-epochs, each epoch a seeded permutation of non-overlapping windows with a seeded offset.
-So the batch of any step can be recomputed from the step number alone: resuming needs no
-loader state, and the order does not depend on how many processes share the work.
+A sampler (`windows.WindowSampler` over the whole stream, or `mixture.MixtureSampler` over
+sources weighted by phase) maps a global sample index to its tokens; a batch is a pure
+function of its first sample index, so resuming and any number of processes see the same
+batches.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from fournil.data.token_shards import TokenDataset
+from fournil.data.windows import WindowSampler
+
+__all__ = ["Sampler", "WindowSampler", "get_batch"]
 
 
-class WindowSampler:
-    def __init__(self, n_tokens: int, seq_len: int, seed: int):
-        if n_tokens < seq_len + 2:
-            raise ValueError(f"{n_tokens} tokens are too few for windows of {seq_len} + 1")
-        self.n_tokens, self.seq_len, self.seed = n_tokens, seq_len, seed
-        # the largest offset that still leaves as many windows as any other offset
-        self.max_offset = seq_len - 1 if self._windows_in(seq_len - 1) > 0 else 0
-        self.windows_per_epoch = self._windows_in(self.max_offset)
-        self._epoch, self._offset, self._perm = -1, 0, np.empty(0, dtype=np.int64)
-
-    def _windows_in(self, offset: int) -> int:
-        return (self.n_tokens - 1 - offset) // self.seq_len
-
-    def start(self, index: int) -> int:
-        """Token offset of the window for global sample `index`."""
-        epoch, within = divmod(index, self.windows_per_epoch)
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._offset = int(rng.integers(0, self.max_offset + 1))
-            self._perm = rng.permutation(self.windows_per_epoch)
-            self._epoch = epoch
-        return self._offset + int(self._perm[within]) * self.seq_len
+class Sampler(Protocol):
+    def read(self, data: TokenDataset, index: int) -> np.ndarray: ...
 
 
-def get_batch(data: TokenDataset, sampler: WindowSampler, first_sample: int, batch_size: int,
+def get_batch(data: TokenDataset, sampler: Sampler, first_sample: int, batch_size: int,
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets for samples [first_sample, first_sample + batch_size)."""
-    rows = [data.read(sampler.start(first_sample + j), sampler.seq_len + 1)
-            for j in range(batch_size)]
+    rows = [sampler.read(data, first_sample + j) for j in range(batch_size)]
     chunk = torch.from_numpy(np.stack(rows))
     x, y = chunk[:, :-1], chunk[:, 1:]
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -37,6 +37,7 @@ import bisect
 import hashlib
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,10 +45,9 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
-from fournil.data.loader import WindowSampler
 from fournil.data.token_shards import TokenDataset
+from fournil.data.windows import WindowSampler
 from fournil.train.schedule import decay_start
 from fournil.validation import check
 
@@ -118,6 +118,8 @@ def phase_steps(mixture: MixtureConfig, max_steps: int) -> dict[str, tuple[int, 
     """{phase: (first step, end step)}; a phase may be empty when max_steps is small."""
     # round(..., 12) undoes 1 - until's float noise, so until = 1 - decay_fraction gives
     # decay_start exactly the number WSD's own call gets
+    if not mixture.phases:
+        return {}
     ends = [decay_start(max_steps, round(1 - p.until, 12)) for p in mixture.phases]
     firsts = [0, *ends[:-1]]
     return {p.name: (a, b) for p, a, b in zip(mixture.phases, firsts, ends, strict=True)}
@@ -293,16 +295,17 @@ class MixtureSampler:
             return None
         return self.allocation.names[self.allocation.phase(index)]
 
+    def tokens_seen(self, n_samples: int) -> dict[str, dict[str, int]]:
+        """{phase: {source: tokens}} in samples [0, n_samples), counting seq_len tokens a
+        sample. Under a mixture, read off the allocation; for the natural distribution
+        ("natural"), by the source of each window's first token, one lookup a sample."""
+        if self.allocation is not None:
+            counts = self.allocation.counts(n_samples)
+        else:
+            counts = {"natural": dict(Counter(map(self.source_of, range(n_samples))))}
+        return {phase: {s: n * self.seq_len for s, n in c.items()} for phase, c in counts.items()}
+
     def read(self, data: TokenDataset, index: int) -> np.ndarray:
         """The seq_len + 1 tokens of sample `index`, as int64."""
         pieces = [data.read(a, n) for a, n in self.window(index)]
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-
-def get_batch(data: TokenDataset, sampler: MixtureSampler, first_sample: int, batch_size: int,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-token targets for samples [first_sample, first_sample + batch_size)."""
-    rows = [sampler.read(data, first_sample + j) for j in range(batch_size)]
-    chunk = torch.from_numpy(np.stack(rows))
-    x, y = chunk[:, :-1], chunk[:, 1:]
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -22,6 +22,11 @@ per matrix W of shape [A, B] with gradient G:
 where scale is Keller's sqrt(max(1, A / B)) ("original", torch's default) or Moonshot's
 0.2 * sqrt(max(A, B)) ("match_rms_adamw", which lets Muon reuse an AdamW learning rate).
 
+Under FSDP2 each rank holds a slice of rows of W, G and M (DTensors). Newton–Schulz needs the
+whole matrix, so `ReferenceMuon` gathers U, orthogonalises it on every rank (the same result
+everywhere) and applies its own rows; `make_optimizer` picks it over torch's Muon for sharded
+parameters. The momentum stays sharded.
+
 Every param group carries `initial_lr`, its base learning rate; the trainer sets
 `group["lr"] = group["initial_lr"] * schedule(step)` (see `apply_lr_multiplier`).
 """
@@ -33,6 +38,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from fournil.train.config import NS_STEPS, OptimizerConfig
 from fournil.train.optim import make_adamw
@@ -61,6 +67,18 @@ def newton_schulz(g: torch.Tensor, steps: int = NS_STEPS,
         poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b*A + c*A^2
         x = torch.addmm(x, poly, x, beta=a)  # a*X + (b*A + c*A^2) X
     return x.T if wide else x
+
+
+def orthogonalise(update: torch.Tensor, steps: int = NS_STEPS,
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
+                  eps: float = NS_EPS) -> torch.Tensor:
+    """`newton_schulz` of a whole matrix; of a sharded one (FSDP2's DTensor), gathered first,
+    then cut back to this rank's shard (every rank computes the same full result, so cutting
+    needs no communication)."""
+    if not isinstance(update, DTensor):
+        return newton_schulz(update, steps, coefficients, eps)
+    full = newton_schulz(update.full_tensor(), steps, coefficients, eps)
+    return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -105,7 +123,7 @@ class ReferenceMuon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - mu)
                 update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                update = newton_schulz(update, group["ns_steps"], group["ns_coefficients"],
+                update = orthogonalise(update, group["ns_steps"], group["ns_coefficients"],
                                        group["eps"])
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
@@ -190,7 +208,8 @@ def make_optimizer(model: nn.Module | Iterable[nn.Module], cfg: OptimizerConfig
     matrices, decay, no_decay = split_parameters(modules)
     if not matrices:
         raise ValueError("optimizer 'muon': the model has no hidden 2-D matrices")
-    muon_type = muon_class(matrices[0].is_cuda)
+    # torch's Muon would run Newton–Schulz on FSDP's shards through DTensor ops; ours gathers
+    muon_type = muon_class(matrices[0].is_cuda and not isinstance(matrices[0], DTensor))
     muon = muon_type([{"params": matrices, "initial_lr": cfg.muon_lr}], lr=cfg.muon_lr,
                      weight_decay=cfg.muon_weight_decay, momentum=cfg.muon_momentum,
                      nesterov=cfg.muon_nesterov, ns_steps=cfg.muon_ns_steps,
