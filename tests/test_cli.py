@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VERBS = ["bake", "ingest", "curate", "tokenizer", "tokenize", "pretrain", "eval", "export",
-         "generate"]
+         "generate", "serve", "chat"]
 
 
 def fournil(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                             Path(args.tokenizer) if args.tokenizer else layout.tokenizer,
                             out, recipe.model, recipe.pretrain, recipe.seed,
                             stop_after=args.stop_after, teacher_dir=recipe.teacher_dir())
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     if manifest is None:
         print(f"stopped after step {args.stop_after}; run the same command again to continue")
     else:
@@ -143,6 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from fournil.train.pretrain import final_checkpoint
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
+    if args.gguf:
+        _eval_gguf(args, recipe, layout)
+        return
     model_dir = Path(args.model) if args.model else final_checkpoint(layout.pretrain)
     manifest = run_eval(model_dir, Path(args.tokens) if args.tokens else layout.tokens,
                         Path(args.out) if args.out else layout.eval, recipe.pretrain.seq_len,
@@ -153,13 +159,39 @@ def cmd_eval(args: argparse.Namespace) -> None:
                  "by_source": {s: round(r["bpb"], 4) for s, r in bpb["by_source"].items()}})
 
 
+def _eval_gguf(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> None:
+    """`fournil eval --gguf FILE`: the bpb of GGUF files under llama.cpp next to the
+    full-precision model's, on the same held-out windows. Writes nothing: the eval stage's
+    output stays that of the model it was run on."""
+    from fournil.eval.gguf_bpb import format_table, gguf_bpb
+    from fournil.train.pretrain import final_checkpoint
+    ggufs = [Path(p) for p in args.gguf]
+    for path in ggufs:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such GGUF file")
+    # the model the files were exported from: by default their folder, when it holds one
+    model_dir = Path(args.model) if args.model else ggufs[0].parent
+    if not args.model and not (model_dir / "model.safetensors").exists():
+        model_dir = final_checkpoint(layout.pretrain)
+    rows = gguf_bpb(model_dir, ggufs, Path(args.tokens) if args.tokens else layout.tokens,
+                    recipe.pretrain.seq_len, recipe.pretrain.eval_tokens)
+    print(f"held-out bits-per-byte, {rows[0]['result']['tokens']:,} tokens, "
+          f"{rows[0]['result']['bytes']:,} bytes")
+    print(format_table(rows))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
+    from fournil.export.gguf import export_gguf, gguf_path, parse_dtypes
     from fournil.export.stage import run_export
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
+    dtypes = parse_dtypes(args.gguf or [])  # checked before the export runs
     manifest = run_export(recipe, layout, Path(args.out) if args.out else None)
-    print(f"exported {manifest['counts']['parameters']:,} parameters to "
-          f"{Path(args.out) if args.out else layout.export}")
+    out = Path(args.out) if args.out else layout.export
+    print(f"exported {manifest['counts']['parameters']:,} parameters to {out}")
+    for dtype in dtypes:  # next to the HF files, from them
+        path = export_gguf(out, gguf_path(out, dtype), dtype, name=recipe.name)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -178,6 +210,40 @@ def cmd_generate(args: argparse.Namespace) -> None:
         top_p=g.top_p if args.top_p is None else args.top_p,
         seed=g.seed if args.seed is None else args.seed)
     print(args.prompt + text)
+
+
+def _served_model_dir(args: argparse.Namespace) -> Path:
+    """MODEL_DIR, else the export of the recipe's run (the default recipe's by default)."""
+    model_dir = Path(args.model_dir) if args.model_dir else get_layout(
+        args, get_recipe(args)).export
+    if not (model_dir / "model.safetensors").exists():
+        raise RecipeError(f"{model_dir}: no model here; bake or export first, or pass "
+                          "MODEL_DIR")
+    return model_dir
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        from fournil.serve.server import serve
+    except ImportError as e:  # starlette / uvicorn are the `serve` extra
+        raise RecipeError(f"fournil serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'fournil[serve]'") from e
+    serve(_served_model_dir(args), host=args.host, port=args.port,
+          max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+          model_name=args.model_name, device=args.device, threads=args.threads)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from fournil.serve.chat import chat_loop
+    from fournil.serve.engine import Sampling, ServedModel
+    served = ServedModel(_served_model_dir(args), device=args.device)
+    d = served.defaults
+    sampling = Sampling(
+        max_tokens=args.max_new_tokens or d["max_new_tokens"],
+        temperature=d["temperature"] if args.temperature is None else args.temperature,
+        top_k=d["top_k"] if args.top_k is None else args.top_k,
+        top_p=d["top_p"] if args.top_p is None else args.top_p, seed=args.seed)
+    chat_loop(served, sampling, system=args.system)
 
 
 def cmd_bake(args: argparse.Namespace) -> None:
@@ -280,11 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "pretrain checkpoint)")
     p.add_argument("--tokens", help="tokens folder (default <run>/tokens)")
     p.add_argument("--out", help="output folder (default <run>/eval)")
+    p.add_argument("--gguf", action="append", metavar="FILE",
+                   help="also score this GGUF file with llama.cpp and print its bpb next to "
+                   "the full-precision model's (the file's folder, or MODEL); repeatable")
     _common(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="write a Hugging Face model folder with a model card")
+    p = sub.add_parser("export", help="write a Hugging Face model folder with a model card",
+                       description="Write the HF folder (config, safetensors, tokenizer, chat "
+                       "template, model card) and, with --gguf, GGUF files for llama.cpp next "
+                       "to it (model-<type>.gguf).")
     p.add_argument("--out", help="output folder (default <run>/export)")
+    p.add_argument("--gguf", action="append", metavar="TYPES",
+                   help="also write GGUF files: f32, f16, q8_0 and/or q4_0, comma-separated "
+                   "or repeated (k-quants: run llama.cpp's llama-quantize on the f16 file)")
     _common(p)
     p.set_defaults(func=cmd_export)
 
@@ -298,6 +373,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     _common(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API",
+                       description="/v1/models, /v1/completions and /v1/chat/completions "
+                       "(streaming with server-sent events), on 127.0.0.1 unless --host says "
+                       "otherwise. At most --max-concurrency generations run at once and "
+                       "--max-queue more wait; requests beyond get a 429.")
+    p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
+                   help="export or checkpoint folder (default <run>/export)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the model "
+                   "to the network, without authentication)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000")
+    p.add_argument("--max-concurrency", type=int, default=1,
+                   help="generations running at once (default 1)")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests waiting for a generation slot before new ones get a 429 "
+                   "(default 16)")
+    p.add_argument("--model-name", help="the model id clients use (default: the recipe's "
+                   "name from the export manifest, else the folder name)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--threads", type=int, help="CPU threads per generation (default: "
+                   "cores / max-concurrency)")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chat", help="chat with the model in the terminal",
+                       description="An interactive chat through the model's chat template; "
+                       "replies stream as they come. /reset forgets the conversation, /exit "
+                       "or Ctrl-D leaves, Ctrl-C stops a reply.")
+    p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
+                   help="export or checkpoint folder (default <run>/export)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="longest reply (default: the export's generation config)")
+    p.add_argument("--temperature", type=float, help="0 is greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    _common(p)
+    p.set_defaults(func=cmd_chat)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""The model card's numbers are the manifests' numbers: tokens per source and per license,
+rejections by reason, PII replaced, synthetic share, in the card's own tables and in its
+public summary of training content (the EU AI Act template's structure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fournil.corpus.ingest import run_ingest
+from fournil.curate.stage import run_curate
+from fournil.data.pack import run_tokenize
+from fournil.export.model_card import render_model_card
+from fournil.export.stage import CARD_STAGES
+from fournil.layout import RunLayout
+from fournil.provenance.licenses import DEFAULT_ALLOWED
+from fournil.recipe import CurateConfig, SourceSpec, TokenizeConfig
+from fournil.stage import read_manifest
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _manifests(layout: RunLayout) -> dict:
+    return {name: read_manifest(layout.tokens if name == "tokenize" else getattr(layout, name))
+            for name in CARD_STAGES}
+
+
+def _section(card: str, heading: str) -> str:
+    """The text under `heading`, up to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    lines = card.splitlines()
+    start = lines.index(heading) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")
+                and len(lines[i].split(" ")[0]) <= len(level)), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _rows(section: str) -> list[list[str]]:
+    """The body rows of the markdown table in `section`, cells stripped."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("|")]
+    return rows[2:]  # header and separator
+
+
+def _int(cell: str) -> int:
+    return int(cell.replace(",", ""))
+
+
+def _check_summary(card: str, m: dict) -> None:
+    """What both tests check: every number of the summary against the manifests."""
+    train, val = m["tokenize"]["counts"]["train"], m["tokenize"]["counts"]["val"]
+    curate, ingest = m["curate"]["counts"], m["ingest"]["counts"]
+    summary = _section(card, "## Public summary of training content")
+
+    # 1.3: size, held-out part
+    assert (f"Training data size (text): {train['tokens']:,} tokens (less than 1 billion "
+            f"tokens), in {train['docs']:,} documents; {val['tokens']:,} further tokens "
+            f"({val['docs']:,} documents) were held out") in summary
+
+    # 2.x: every training source once, in one category, with its licenses, docs and tokens
+    listed = {}
+    for key in ("2.1 Publicly available datasets",
+                "2.2 Private non-publicly available datasets obtained from third parties",
+                "2.5 Synthetic data"):
+        for row in _rows(_section(summary, f"#### {key}")):
+            assert row[0] not in listed
+            listed[row[0]] = (key[:3], row)
+    assert set(listed) == set(train["by_source"])
+    for source, c in train["by_source"].items():
+        _, row = listed[source]
+        licenses = curate["by_source"][source]["licenses"]
+        assert row[1:4] == [", ".join(sorted(licenses)), str(c["docs"]), f"{c['tokens']:,}"]
+    assert sum(_int(row[3]) for _, row in listed.values()) == train["tokens"]
+
+    # the card's tables by source and by license
+    by_license = {r[0]: r[1:3] for r in _rows(_section(card, "### Training tokens by license"))}
+    assert by_license == {lic: [str(c["docs"]), f"{c['tokens']:,}"]
+                          for lic, c in train["by_license"].items()}
+    rejected = {r[0]: int(r[1]) for r in _rows(_section(card, "### Rejected during curation"))}
+    assert rejected == (curate["rejected"] or {"(none)": 0})
+
+    # 3.1 license gate, 3.2 PII, 3.3 every removal by stage and filter
+    gate = {r: n for r, n in curate["rejected"].items() if r.startswith("license:")}
+    assert f"{sum(gate.values()):,} documents were rejected by the gate" in summary
+    for reason, n in gate.items():
+        assert f"{reason} {n:,}" in _section(summary, "#### 3.1 Respect of reservation of "
+                                                      "rights from the text and data mining "
+                                                      "exception")
+    pii = _section(summary, "#### 3.2 Removal of illegal content")
+    assert f"replaced {sum(curate['pii'].values()):,} e-mail addresses" in pii
+    for kind, n in curate["pii"].items():
+        assert f"{kind} {n:,}" in pii
+    removed = _rows(_section(summary, "#### 3.3 Other information: curation"))
+    total_removed = ingest["read"] - curate["kept"]
+    assert sum(_int(r[2]) for r in removed) == total_removed
+    for prefix, name in (("license:", "license gate"), ("dup:", "deduplication"),
+                         ("quality:", "quality filters")):
+        n = sum(v for r, v in curate["rejected"].items() if r.startswith(prefix))
+        assert ([_int(r[2]) for r in removed if r[:2] == ["curate", name]] or [0]) == [n]
+
+    # synthetic share
+    synthetic = sum(c["tokens"] for s, c in train["by_source"].items() if s.startswith("synth/"))
+    assert f"{synthetic:,} of {train['tokens']:,} training tokens" in card
+
+
+def test_smoke_bake_card_tells_the_manifests_numbers(smoke_bake):
+    _, layout = smoke_bake
+    card = (layout.export / "README.md").read_text(encoding="utf-8")
+    m = _manifests(layout)
+    _check_summary(card, m)
+    assert "Generators: none." in card  # the smoke corpus holds no synthetic source
+    assert "#### 2.3 Data crawled and scraped from online sources\n\nNone" in card
+    assert "from openly licensed documents only" in card
+    date = m["ingest"]["timings"]["started"][:10]
+    assert f"Latest date of data acquisition: {date}" in card
+    assert f"French (`fr`): {m['curate']['counts']['languages']['fr']:,} documents" in card
+    # tokens trained on per source, as the pretrain stage counted them
+    seen = m["pretrain"]["mixture"]["tokens_seen"]["natural"]
+    rows = {r[0]: r[1] for r in _rows(_section(card, "## Training"))}
+    assert rows == {source: f"{n:,}" for source, n in seen.items()}
+    assert f"{sum(seen.values()):,} tokens seen" in card
+
+
+def _passages(n: int) -> list[str]:
+    text = (DATA / "cligs-textbox-fr/nouvelles19/nd0011.txt").read_text(encoding="utf-8")
+    paragraphs = [p.strip() for p in text.split("\n") if len(p.strip()) > 400]
+    return paragraphs[:n]
+
+
+def _jsonl(path: Path, records: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                    encoding="utf-8")
+    return path.name
+
+
+def test_card_counts_rejections_pii_licensed_and_synthetic_sources(smoke_bake, tmp_path):
+    """A real ingest, curate and tokenize of three sources (a mixed one with gated licenses,
+    a duplicate and PII; one under a license the policy admits but that is not open; a
+    synthetic one), carded with the smoke bake's pretrain and eval manifests."""
+    _, layout = smoke_bake
+    p = _passages(9)
+    contact = " Écrire à jean.dupont@exemple.fr ou appeler le 01 23 45 67 89 avant midi."
+    mixed = [{"id": "pd", "text": p[0]},
+             {"id": "pii", "text": p[1] + contact},
+             {"id": "nc", "text": p[2], "license": "CC BY-NC-SA 4.0"},
+             {"id": "nd", "text": p[3], "license": "CC BY-ND 4.0"},
+             {"id": "unknown", "text": p[4], "license": "voir le site"},
+             {"id": "short", "text": "Trop court."},
+             {"id": "copy", "text": p[0]}]
+    sources = [
+        SourceSpec(path=_jsonl(tmp_path / "mixed.jsonl", mixed), name="mixed",
+                   license="domaine public", language="fr"),
+        SourceSpec(path=_jsonl(tmp_path / "acme.jsonl", [{"id": "a", "text": p[5]},
+                                                          {"id": "b", "text": p[6]}]),
+                   name="acme-archive", license="LicenseRef-Acme-Archive", language="fr"),
+        SourceSpec(path=_jsonl(tmp_path / "qa.jsonl", [{"id": "1", "text": p[7]},
+                                                        {"id": "2", "text": p[8]}]),
+                   name="synth/qa", license="CC-BY-4.0", language="fr"),
+    ]
+    run_ingest(sources, tmp_path / "ingest", resolve=lambda path: tmp_path / path)
+    config = CurateConfig(allowed_licenses=[*DEFAULT_ALLOWED, "LicenseRef-Acme-Archive"])
+    run_curate(tmp_path / "ingest", tmp_path / "curate", config)
+    run_tokenize(tmp_path / "curate", layout.tokenizer, tmp_path / "tokens",
+                 TokenizeConfig(val_fraction=0.1, passage_chars=200))
+    m = _manifests(RunLayout(tmp_path)) | {k: v for k, v in _manifests(layout).items()
+                                           if k in ("pretrain", "eval")}
+    curate = m["curate"]["counts"]
+    assert curate["rejected"] == {"license:nc": 1, "license:nd": 1, "license:unknown": 1,
+                                  "quality:too_short": 1, "dup:exact": 1}
+    assert curate["pii"] == {"email": 1, "phone": 1}
+    train = m["tokenize"]["counts"]["train"]
+    assert {"mixed", "acme-archive", "synth/qa"} <= set(train["by_source"])
+
+    card = render_model_card("mixed", {"num_layers": 2, "hidden_size": 64, "num_heads": 4,
+                                       "num_kv_heads": 2, "vocab_size": 1024, "max_seq_len": 128,
+                                       "tie_embeddings": True}, 164_224, m, ["fr"])
+    _check_summary(card, m)
+    summary = _section(card, "## Public summary of training content")
+    assert "| acme-archive | LicenseRef-Acme-Archive |" in _section(
+        summary, "#### 2.2 Private non-publicly available datasets obtained from third parties")
+    synth = train["by_source"]["synth/qa"]
+    assert f"| synth/qa | {synth['docs']} | {synth['tokens']:,} |" in _section(
+        card, "### Synthetic data")
+    assert "documents under the licenses its recipe admitted" in card  # not "openly" only
+    assert "license:nc 1, license:nd 1, license:unknown 1" in summary
+    assert "(email 1, phone 1)" in summary
