@@ -103,7 +103,7 @@ class Setup:
         return self.batch_size * self.seq_len
 
 
-def make_setup(data_dir: Path | None, steps: int) -> Setup:
+def make_setup(data_dir: Path | None, steps: int, threads: int = 0) -> Setup:
     """tiny-cpu's model and pretrain settings, on its corpus prepared by the real stages."""
     from fournil.bake import prepare_data
     from fournil.layout import RunLayout
@@ -126,7 +126,7 @@ def make_setup(data_dir: Path | None, steps: int) -> Setup:
         lr=p.optimizer.lr, beta1=p.optimizer.beta1, beta2=p.optimizer.beta2,
         weight_decay=p.optimizer.weight_decay, grad_clip=p.grad_clip,
         warmup_lr_steps=min(p.warmup_steps, steps // 2), min_lr_ratio=p.min_lr_ratio,
-        seed=recipe.seed, steps=steps, threads=len(os.sched_getaffinity(0)),
+        seed=recipe.seed, steps=steps, threads=threads or len(os.sched_getaffinity(0)),
     )
 
 
@@ -422,11 +422,10 @@ def in_fresh_process(name: str, s: Setup, work: Path) -> dict:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() \
-            else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def versions() -> str:
@@ -452,6 +451,9 @@ def main() -> None:
                         "keep each side's best")
     parser.add_argument("--sides", default=DEFAULT_SIDES, help="comma-separated, from: "
                         f"{', '.join(RUNS)} (default: {DEFAULT_SIDES})")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads, every side and the ceiling (default: every core); "
+                        "1 keeps a shared machine's other work from stalling OpenMP barriers")
     parser.add_argument("--data", type=Path, help="run folder for the data stages "
                         "(default: tiny-cpu's, runs/tiny-cpu; up-to-date stages are reused)")
     parser.add_argument("--work", type=Path,
@@ -468,13 +470,15 @@ def main() -> None:
     sides = [side for side in args.sides.split(",") if side]
     if unknown := [side for side in sides if side not in RUNS]:
         parser.error(f"--sides: unknown {', '.join(unknown)} (known: {', '.join(RUNS)})")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if not 0 <= args.warmup <= args.steps - args.window or args.window < 1:
         parser.error(f"need 0 <= --warmup <= --steps - --window and --window >= 1, got "
                      f"{args.warmup}, {args.steps}, {args.window}")
     work = args.work or Path(tempfile.mkdtemp(prefix="pretrain-bench-"))
     if work.exists():
         shutil.rmtree(work)
-    s = make_setup(args.data, args.steps)
+    s = make_setup(args.data, args.steps, args.threads)
     torch.set_num_threads(s.threads)
     flops = flops_per_token(s)
     print(f"{cpu_name()}, {s.threads} threads "
@@ -509,7 +513,7 @@ def main() -> None:
                 results[side] = r
     after = matmul_ceiling(s)  # again: the load may have changed while the sides ran
     linear_s = min(linear_s, linear_matmul_seconds(s))
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end (the bench's own threads count)")
 
     # the ceiling is the best the CPU did at any shape, before or after
     print(f"\n{'fp32 torch.mm, GFLOP/s':<30} {'before':>7} {'after':>7}")
@@ -517,12 +521,9 @@ def main() -> None:
         print(f"{shape:<30} {a:>7.1f} {b:>7.1f}")
     peak = max(g for _, g in before + after)
     print(f"ceiling: {peak:.1f} GFLOP/s")
-    bound = s.tokens_per_step / linear_s
-    bound_gflops = bound * flops["total"] / 1e9
-    print(f"a step's linear-layer matmuls alone, each at its own shape (forward and both "
-          f"gradients): {1000 * linear_s:.0f} ms, so at most {bound:.0f} tok/s = "
-          f"{bound_gflops:.1f} GFLOP/s, {100 * bound_gflops / peak:.0f}% of the ceiling, for "
-          f"any trainer with these shapes")
+    print(f"a step's linear-layer matmuls alone (forward and both gradients, each timed at "
+          f"its own shape): {1000 * linear_s:.0f} ms, so no trainer of this model passes "
+          f"{s.tokens_per_step / linear_s:.0f} tok/s here")
 
     timed_steps = args.steps - args.warmup
     print(f"\n{timed_steps} steps timed a side, after {args.warmup} warmup; tok/s: the fastest "

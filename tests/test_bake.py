@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,7 +23,8 @@ from fournil.model.transformer import Transformer
 from fournil.stage import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "curate", "tokenizer", "tokens", "pretrain", "eval", "export")
+STAGES = ("ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
+          "report", "export")
 
 
 def _started(layout: RunLayout) -> dict:
@@ -60,6 +62,62 @@ def test_model_card_numbers_equal_the_manifests(smoke_bake):
     assert config["model_type"] == "qwen3" and config["architectures"] == ["Qwen3ForCausalLM"]
 
 
+def test_post_training_is_exported_and_reported(smoke_bake):
+    """smoke.toml names synth and sft: the export is the SFT's final checkpoint, the report
+    compares it with the pretrained model on the synth stage's held-out pairs, and the card
+    states the fine-tuning data and the scores from the manifests."""
+    summary, layout = smoke_bake
+    sft = read_manifest(layout.sft)
+    assert read_manifest(layout.export)["checkpoint"] == str(layout.sft / sft["final_checkpoint"])
+    report = read_manifest(layout.report)
+    assert [r["model"] for r in report["results"]] == ["pretrain", "sft"]
+    assert {"bpb", "ocr", "rag"} <= set(report["results"][0]["tasks"])
+    assert summary["report"] and Path(summary["report"]).exists()
+    card = (layout.export / "README.md").read_text()
+    assert "## Post-training" in card
+    c = sft["counts"]
+    assert f"{c['kept']:,} of {c['read']:,} chats kept by data selection" in card
+    for task, chats in sft["data"]["by_task"].items():
+        assert f"| {task} | {chats} |" in card
+    cer_after = report["results"][1]["tasks"]["ocr"]["cer_after"]
+    assert f"cer_after {cer_after:.4f}" in card
+
+
+def test_synthetic_samples_pack_into_the_train_split_only(smoke_bake, tmp_path):
+    """tokenize.synth: the synth stage's train samples become documents of sources
+    synth/<task> (their ChatML text, token for token), its eval samples stay out."""
+    from fournil.corpus.shards import iter_records
+    from fournil.data.pack import run_tokenize
+    from fournil.data.token_shards import TokenDataset
+    from fournil.recipe import RecipeError, TokenizeConfig
+    from fournil.synth.sample import sample_to_text
+    from fournil.tokenizer.train import load_tokenizer
+
+    _, layout = smoke_bake
+    config = TokenizeConfig(synth=True)
+    with pytest.raises(RecipeError, match="tokenize.synth: no completed synth stage"):
+        run_tokenize(layout.curate, layout.tokenizer, tmp_path / "no", config,
+                     synth_dir=tmp_path / "absent")
+    counts = run_tokenize(layout.curate, layout.tokenizer, tmp_path / "tokens", config,
+                          synth_dir=layout.synth)["counts"]
+    samples = list(iter_records(layout.synth / "samples"))
+    for task in ("ocr", "rag"):
+        train = [s for s in samples if s["task"] == task and s["split"] == "train"]
+        assert counts["train"]["by_source"][f"synth/{task}"]["docs"] == len(train)
+        assert f"synth/{task}" not in counts["val"]["by_source"]
+    # the curated documents are packed as without synth
+    plain = read_manifest(layout.tokens)["counts"]
+    for source, c in plain["train"]["by_source"].items():
+        assert counts["train"]["by_source"][source] == c
+    tokens = TokenDataset(tmp_path / "tokens" / "train")
+    index = tokens.documents().to_pylist()
+    first = next(s for s in samples if s["split"] == "train")
+    row = next(r for r in index if r["id"] == first["id"])
+    text = load_tokenizer(layout.tokenizer).decode(
+        tokens.read(row["start"], row["n_tokens"]).tolist(), skip_special_tokens=False)
+    assert text.endswith(sample_to_text(first))
+
+
 def test_second_bake_skips_everything_and_a_change_reruns_only_downstream(
         smoke_recipe, smoke_bake, tmp_path):
     summary, layout = smoke_bake
@@ -75,7 +133,8 @@ def test_second_bake_skips_everything_and_a_change_reruns_only_downstream(
                                             f"{smoke_recipe.pretrain.max_steps + 2}"])
     bake(longer, copy)
     after = _started(RunLayout(copy))
-    assert all(after[s] == before[s] for s in ("ingest", "curate", "tokenizer", "tokens"))
+    assert all(after[s] == before[s] for s in ("ingest", "curate", "synth", "tokenizer",
+                                               "tokens"))
     assert read_manifest(copy / "pretrain")["counts"]["steps"] == longer.pretrain.max_steps
 
 

@@ -84,3 +84,41 @@ def test_gpu_recipes_validate_and_fit_one_80gb_gpu(name, low, high):
     assert estimate.total_gib < 0.9 * 80, estimate.table()
     assert recipe.pretrain.batch_size * recipe.pretrain.grad_accum * recipe.pretrain.seq_len \
         == 524_288
+
+
+def test_extends_overrides_table_by_table(tmp_path):
+    base = _write(tmp_path, "[pretrain]\nmax_steps = 40\nbatch_size = 4\n[model]\nnum_layers = 3\n")
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{base.name}"\nname = "child"\n'
+                     'stages = ["ingest", "curate", "synth", "tokenizer", "tokenize", "pretrain",'
+                     ' "eval", "sft", "export"]\n[pretrain]\nmax_steps = 80\n')
+    recipe = load_recipe(child)
+    assert recipe.name == "child"
+    assert (recipe.pretrain.max_steps, recipe.pretrain.batch_size) == (80, 4)  # one key replaced
+    assert recipe.model.num_layers == 3  # a table the child does not touch
+    assert "sft" in recipe.stages
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\nname = "x"\n')
+    with pytest.raises(RecipeError, match="extends itself"):
+        load_recipe(loop)
+    missing = tmp_path / "orphan.toml"
+    missing.write_text('extends = "nowhere.toml"\nname = "x"\n')
+    with pytest.raises(RecipeError, match=r"nowhere\.toml: recipe not found"):
+        load_recipe(missing)
+
+
+def test_stages_are_checked(tmp_path):
+    with pytest.raises(RecipeError, match=r"stages\[1\]: unknown stage 'distil'"):
+        load_recipe(_write_stages(tmp_path, '"distil"'))
+    with pytest.raises(RecipeError, match="pretrain, eval, export cannot be left out"):
+        load_recipe(_write_stages(tmp_path, '"curate", "tokenizer", "tokenize"'))
+
+
+def _write_stages(tmp_path, rest):
+    path = tmp_path / "s.toml"
+    path.write_text(f'name = "t"\nstages = ["ingest", {rest}]\n'
+                    '[ingest]\nsources = [{ path = "." }]\n')
+    return path

@@ -102,6 +102,23 @@ def cmd_curate(args: argparse.Namespace) -> None:
     print(f"report: {out / 'report.md'}")
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from fournil.synth.stage import run_synth
+    recipe = get_recipe(args)
+    layout = get_layout(args, recipe)
+    config = recipe.synth
+    if args.executor is not None:
+        config.executor = args.executor
+    config.validate("synth")
+    out = Path(args.out) if args.out else layout.synth
+    manifest = run_synth(Path(args.input) if args.input else layout.curate, out, config,
+                         recipe.seed, recipe.curate.allowed_licenses)
+    counts = manifest["counts"]
+    _print_json({task: {k: c[k] for k in ("generated", "kept", "rejected", "by_split")}
+                 for task, c in counts["tasks"].items()})
+    print(f"report: {out / 'report.md'}")
+
+
 def cmd_tokenizer(args: argparse.Namespace) -> None:
     from fournil.tokenizer.stage import run_tokenizer
     recipe = get_recipe(args)
@@ -118,7 +135,8 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     layout = get_layout(args, recipe)
     manifest = run_tokenize(Path(args.input) if args.input else layout.curate,
                             Path(args.tokenizer) if args.tokenizer else layout.tokenizer,
-                            Path(args.out) if args.out else layout.tokens, recipe.tokenize)
+                            Path(args.out) if args.out else layout.tokens, recipe.tokenize,
+                            synth_dir=layout.synth)
     _print_json({split: {k: v for k, v in c.items() if k in ("docs", "tokens")}
                  for split, c in manifest["counts"].items()})
 
@@ -141,6 +159,38 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             "final_checkpoint"])})
 
 
+def cmd_sft(args: argparse.Namespace) -> None:
+    from fournil.bake import post_inputs
+    from fournil.train.sft import run_sft
+    recipe = get_recipe(args)
+    layout = get_layout(args, recipe)
+    data, base = post_inputs(recipe, layout, "sft", [Path(p) for p in args.data or []],
+                             Path(args.base) if args.base else None)
+    out = Path(args.out) if args.out else layout.sft
+    manifest = run_sft(data, base, out, recipe.sft, recipe.seed, stop_after=args.stop_after)
+    if manifest is None:
+        print(f"stopped after step {args.stop_after}; run the same command again to continue")
+        return
+    _print_json({**manifest["counts"], "rejected_by_reason": manifest["selection"][
+        "rejected_by_reason"], "final_checkpoint": str(out / manifest["final_checkpoint"])})
+
+
+def cmd_dpo(args: argparse.Namespace) -> None:
+    from fournil.bake import post_inputs
+    from fournil.train.dpo import run_dpo
+    recipe = get_recipe(args)
+    layout = get_layout(args, recipe)
+    data, base = post_inputs(recipe, layout, "dpo", [Path(p) for p in args.data or []],
+                             Path(args.base) if args.base else None)
+    out = Path(args.out) if args.out else layout.dpo
+    manifest = run_dpo(data, base, out, recipe.dpo, recipe.seed, stop_after=args.stop_after)
+    if manifest is None:
+        print(f"stopped after step {args.stop_after}; run the same command again to continue")
+        return
+    _print_json({**manifest["counts"], "rejected_by_reason": manifest["rejected_by_reason"],
+                 "final_checkpoint": str(out / manifest["final_checkpoint"])})
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from fournil.eval.stage import run_eval
     from fournil.train.pretrain import final_checkpoint
@@ -148,6 +198,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     layout = get_layout(args, recipe)
     if args.gguf:
         _eval_gguf(args, recipe, layout)
+        return
+    if args.task or args.report or args.models:
+        _eval_tasks(args, recipe, layout)
         return
     model_dir = Path(args.model) if args.model else final_checkpoint(layout.pretrain)
     manifest = run_eval(model_dir, Path(args.tokens) if args.tokens else layout.tokens,
@@ -157,6 +210,38 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _print_json({"model": str(model_dir), "val_bpb": bpb["bpb"], "val_loss": bpb["loss"],
                  "tokens": bpb["tokens"],
                  "by_source": {s: round(r["bpb"], 4) for s, r in bpb["by_source"].items()}})
+
+
+def _eval_tasks(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> None:
+    """`fournil eval --model A --model B --task T --report DIR`: every model on every task
+    (default: the recipe's [eval] tasks, else what the run has: bpb, synth ocr and rag), a
+    table on stdout and, with --report, report.md with plots."""
+    from fournil.eval.report import format_table, write_report
+    from fournil.eval.tasks import EvalSettings, default_tasks, evaluate, parse_task
+    from fournil.train.pretrain import final_checkpoint
+    models = ([args.model] if args.model else []) + (args.models or [])
+    if not models:
+        export = layout.export
+        models = [str(export if (export / "model.safetensors").exists()
+                      else final_checkpoint(layout.pretrain))]
+    config = recipe.eval
+    if args.task:
+        tasks = [parse_task(t) for t in args.task]
+    elif config.tasks:
+        tasks = [parse_task(t, recipe.resolve) for t in config.tasks]
+    else:
+        tasks = default_tasks(layout.root)
+    if not tasks:
+        raise RecipeError(f"{layout.root}: nothing to evaluate on (no tokens/curate stages, no "
+                          "synth eval samples); pass --task, e.g. --task mc:items.jsonl")
+    settings = EvalSettings(run_dir=layout.root, seq_len=recipe.pretrain.seq_len,
+                            bpb_bytes_per_source=config.bpb_bytes_per_source,
+                            max_items=args.max_items or config.max_items,
+                            max_new_tokens=config.max_new_tokens)
+    results = evaluate(models, tasks, settings, device=recipe.pretrain.device)
+    print(format_table(results))
+    if args.report:
+        print(f"report: {write_report(results, args.report)}")
 
 
 def _eval_gguf(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> None:
@@ -228,15 +313,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as e:  # starlette / uvicorn are the `serve` extra
         raise RecipeError(f"fournil serve needs the serve extra ({e.name} is missing): "
                           "pip install 'fournil[serve]'") from e
-    serve(_served_model_dir(args), host=args.host, port=args.port,
+    if args.model:  # any model: ours, another transformers folder, or a .gguf file
+        model = Path(args.model)
+        if not model.exists():
+            raise RecipeError(f"{model}: no such model folder or .gguf file")
+        if args.model_dir:
+            raise RecipeError("give the model either as MODEL_DIR or with --model, not both")
+    else:
+        model = _served_model_dir(args)
+    serve(model, host=args.host, port=args.port,
           max_concurrency=args.max_concurrency, max_queue=args.max_queue,
           model_name=args.model_name, device=args.device, threads=args.threads)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
     from fournil.serve.chat import chat_loop
-    from fournil.serve.engine import Sampling, ServedModel
-    served = ServedModel(_served_model_dir(args), device=args.device)
+    from fournil.serve.engine import Sampling, load_served
+    served = load_served(_served_model_dir(args), None, args.device)
     d = served.defaults
     sampling = Sampling(
         max_tokens=args.max_new_tokens or d["max_new_tokens"],
@@ -268,6 +361,16 @@ def _common(p: argparse.ArgumentParser, recipe_positional: bool = False) -> None
     p.add_argument("--run-dir", help="run folder (default: the recipe's out_dir or runs/<name>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set pretrain.max_steps=100 (repeatable)")
+
+
+def _post_args(p: argparse.ArgumentParser, verb: str, data: str, base: str) -> None:
+    p.add_argument("--data", action="append", metavar="PATH",
+                   help=f"files or folders of training data (repeatable; default {data})")
+    p.add_argument("--base", help=f"checkpoint or export folder to start from (default {base})")
+    p.add_argument("--out", help=f"output folder (default <run>/{verb})")
+    p.add_argument("--stop-after", type=int, metavar="STEP",
+                   help="checkpoint and exit after this step; the same command continues")
+    _common(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_curate)
 
+    p = sub.add_parser("synth", help="synthetic samples grounded in curated documents: OCR "
+                       "correction, cited RAG, QA, summaries; verified, with provenance",
+                       description="Make synthetic training samples from seed passages of the "
+                       "curated documents, under varied constraints (the recipe's [synth] "
+                       "axes), with the programmatic generators or an LLM ([synth.generator]). "
+                       "Each sample is verified; failures go to rejected/ with a reason. "
+                       "report.md shows counts, acceptance per check and diversity figures "
+                       "(naive vs controlled generation with synth.compare_naive).")
+    p.add_argument("--input", help="curate folder (default <run>/curate)")
+    p.add_argument("--out", help="output folder (default <run>/synth)")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="where chunks run: this process (default) or Ray tasks")
+    _common(p)
+    p.set_defaults(func=cmd_synth)
+
     p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on curated text")
     p.add_argument("--input", help="curate folder (default <run>/curate)")
     p.add_argument("--out", help="output folder (default <run>/tokenizer)")
@@ -341,9 +459,39 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("eval", help="held-out bits-per-byte, overall and per source")
+    p = sub.add_parser("sft", help="supervised fine-tuning on chats, full or LoRA",
+                       description="Fine-tune on chats (synth samples, or JSONL/Parquet with a "
+                       "messages column), the loss on assistant tokens only, several chats "
+                       "packed per row. Chats are selected first (format, length, citations; "
+                       "the rejected ones in rejected.parquet with their reason). With "
+                       "sft.lora.rank > 0, LoRA adapters are trained and the checkpoint holds "
+                       "the merged weights (pip install 'fournil[lora]').")
+    _post_args(p, "sft", "sft.data, else <run>/synth", "the final pretrain checkpoint")
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("dpo", help="direct preference optimisation on preference pairs",
+                       description="Preference-tune with the sigmoid DPO loss against the "
+                       "frozen base model. Pairs are JSONL/Parquet rows with prompt (text or "
+                       "messages), chosen and rejected.")
+    _post_args(p, "dpo", "dpo.data", "the final sft checkpoint, else pretrain's")
+    p.set_defaults(func=cmd_dpo)
+
+    p = sub.add_parser("eval", help="held-out bits-per-byte, task scores, comparison reports",
+                       description="Without --model/--task/--report: the eval stage, held-out "
+                       "bits-per-byte of MODEL per source. With them: every model (a fournil "
+                       "checkpoint or export, or any Hugging Face causal LM folder) on every "
+                       "task, a table, and with --report a markdown report with plots. See "
+                       "docs/evaluation.md.")
     p.add_argument("model", nargs="?", help="checkpoint or export folder (default: final "
                    "pretrain checkpoint)")
+    p.add_argument("--model", dest="models", action="append", metavar="[LABEL=][hf:]PATH",
+                   help="a model to compare (repeatable); hf: runs a fournil folder through "
+                   "transformers")
+    p.add_argument("--task", action="append", metavar="TASK",
+                   help="bpb, mc:FILE.jsonl, ocr[:PATH], rag[:PATH] (repeatable; default: the "
+                   "recipe's [eval] tasks, else bpb and the run's synth ocr/rag eval samples)")
+    p.add_argument("--report", metavar="DIR", help="write DIR/report.md, results.json, plots")
+    p.add_argument("--max-items", type=int, help="items per task (default: eval.max_items)")
     p.add_argument("--tokens", help="tokens folder (default <run>/tokens)")
     p.add_argument("--out", help="output folder (default <run>/eval)")
     p.add_argument("--gguf", action="append", metavar="FILE",
@@ -381,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "--max-queue more wait; requests beyond get a 429.")
     p.add_argument("model_dir", nargs="?", metavar="MODEL_DIR",
                    help="export or checkpoint folder (default <run>/export)")
+    p.add_argument("--model", metavar="PATH",
+                   help="serve this instead: a fournil export, any transformers causal LM "
+                   "folder with a chat template, or a .gguf file (loaded by transformers)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes the model "
                    "to the network, without authentication)")

@@ -19,6 +19,10 @@ class RunLayout:
         return self.root / "curate"
 
     @property
+    def synth(self) -> Path:
+        return self.root / "synth"
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 
@@ -31,8 +35,20 @@ class RunLayout:
         return self.root / "pretrain"
 
     @property
+    def sft(self) -> Path:
+        return self.root / "sft"
+
+    @property
+    def dpo(self) -> Path:
+        return self.root / "dpo"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
 
     @property
     def export(self) -> Path:

@@ -23,7 +23,9 @@ from fournil.curate.filters import QualityConfig
 from fournil.curate.minhash import NearDedupConfig
 from fournil.data.mixture import MixtureConfig
 from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
+from fournil.synth.config import SynthConfig
 from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
+from fournil.train.post_config import DPOConfig, SFTConfig
 from fournil.validation import RecipeError
 from fournil.validation import check as _check
 
@@ -103,6 +105,10 @@ class TokenizerConfig:
 class TokenizeConfig:
     val_fraction: float = 0.05  # share of passages held out for validation
     passage_chars: int = 4000  # documents are split into passages for the val split
+    # also pack the synth stage's train-split samples (ChatML text, sources `synth/<task>`),
+    # e.g. for a mixture phase that mixes instruction data into pretraining; their eval split
+    # stays out of every token shard
+    synth: bool = False
 
     def validate(self, key: str) -> None:
         _check(0.0 < self.val_fraction < 0.5, f"{key}.val_fraction", "must be in (0, 0.5)")
@@ -204,17 +210,45 @@ class GenerateConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`fournil eval --task/--report`: what to score (see fournil.eval.tasks) and how much."""
+
+    tasks: list[str] = field(default_factory=list)  # bpb, mc:PATH, ocr[:PATH], rag[:PATH]
+    max_items: int = 200  # per task, the first ones in file order
+    max_new_tokens: int = 256  # longest answer (OCR corrections, cited answers)
+    bpb_bytes_per_source: int = 100_000  # held-out text scored per source
+
+    def validate(self, key: str) -> None:
+        for i, task in enumerate(self.tasks):
+            _check(task.partition(":")[0] in ("bpb", "mc", "ocr", "rag"), f"{key}.tasks[{i}]",
+                   f"expected bpb, mc:PATH, ocr[:PATH] or rag[:PATH], got {task!r}")
+        for name in ("max_items", "max_new_tokens", "bpb_bytes_per_source"):
+            _check(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
+
+
+CORE_STAGES = ("ingest", "curate", "tokenizer", "tokenize", "pretrain", "eval", "export")
+PIPELINE = ("ingest", "curate", "synth", "tokenizer", "tokenize", "pretrain", "eval", "sft", "dpo",
+            "export")  # the order bake runs them in
+
+
+@dataclass
 class Recipe:
     name: str
     seed: int = 1337
     out_dir: str | None = None  # default: runs/<name> under the current directory
+    # what `fournil bake` runs: the core stages, plus synth / sft / dpo when named
+    stages: list[str] = field(default_factory=lambda: list(CORE_STAGES))
     ingest: IngestConfig = field(default_factory=IngestConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     file: Path | None = None  # the file it was loaded from (not a TOML key)
 
     def validate(self) -> None:
@@ -222,6 +256,11 @@ class Recipe:
             value = getattr(self, f.name)
             if hasattr(value, "validate"):
                 value.validate(f.name)
+        for i, name in enumerate(self.stages):
+            _check(name in PIPELINE, f"stages[{i}]", f"unknown stage {name!r} "
+                   f"({', '.join(PIPELINE)})")
+        missing = [name for name in CORE_STAGES if name not in self.stages]
+        _check(not missing, "stages", f"{', '.join(missing)} cannot be left out")
         _check(self.pretrain.seq_len <= self.model.max_seq_len, "pretrain.seq_len",
                f"must be <= model.max_seq_len ({self.model.max_seq_len})")
 
@@ -310,14 +349,40 @@ def recipe_from_dict(data: dict, path: Path | None = None) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path).resolve()
+def _merge(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, table by table; any other value (lists too) replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file's tables; `extends = "other.toml"` (relative to the file) starts from
+    that recipe's and overrides what this file sets. The base's relative paths must resolve
+    the same from both files: keep them side by side, as in recipes/."""
     if not path.exists():
         raise RecipeError(f"{path}: recipe not found")
+    if path in seen:
+        raise RecipeError(f"{path}: extends itself through {' -> '.join(map(str, seen))}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"{path}: extends: expected a recipe file name, got {base!r}")
+    return _merge(_read_toml((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path).resolve()
+    data = _read_toml(path)
     try:
         return recipe_from_dict(data, path)
     except RecipeError as e:

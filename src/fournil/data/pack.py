@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fournil.corpus.shards import count_rows, iter_batches
+from fournil.corpus.shards import count_rows, iter_batches, iter_records
 from fournil.data.token_shards import TokenShardWriter, token_dtype
-from fournil.recipe import TokenizeConfig
-from fournil.stage import Stage, upstream_hash
+from fournil.recipe import RecipeError, TokenizeConfig
+from fournil.stage import Stage, read_manifest, upstream_hash
+from fournil.synth.sample import sample_to_text
 from fournil.tokenizer.train import load_tokenizer
 
 
@@ -43,13 +46,32 @@ def _empty_counts() -> dict:
     return {"docs": 0, "tokens": 0, "bytes": 0}
 
 
+def _batched(items: Iterator[dict], n: int) -> Iterator[list[dict]]:
+    while batch := list(itertools.islice(items, n)):
+        yield batch
+
+
+def synthetic_documents(synth_dir: Path) -> Iterator[dict]:
+    """The synth stage's train-split samples as documents: the whole chat in ChatML."""
+    for sample in iter_records(Path(synth_dir) / "samples"):
+        if sample["split"] == "train":
+            yield {"id": sample["id"], "text": sample_to_text(sample),
+                   "source": sample["source"], "license": sample["license"]}
+
+
 def run_tokenize(curate_dir: Path, tokenizer_dir: Path, out_dir: Path,
-                 config: TokenizeConfig, batch_docs: int = 64) -> dict:
+                 config: TokenizeConfig, batch_docs: int = 64,
+                 synth_dir: Path | None = None) -> dict:
+    """Curated documents (and, with `config.synth`, the synth stage's train samples, all in
+    the train split) into token shards."""
     documents = Path(curate_dir) / "documents"
-    stage = Stage("tokenize", out_dir,
-                  inputs={"curate": upstream_hash(curate_dir),
-                          "tokenizer": upstream_hash(tokenizer_dir)},
-                  params=dataclasses.asdict(config))
+    inputs = {"curate": upstream_hash(curate_dir), "tokenizer": upstream_hash(tokenizer_dir)}
+    if config.synth:
+        if synth_dir is None or read_manifest(synth_dir) is None:
+            raise RecipeError(f"tokenize.synth: no completed synth stage at {synth_dir}; add "
+                              "\"synth\" to the recipe's stages")
+        inputs["synth"] = upstream_hash(synth_dir)
+    stage = Stage("tokenize", out_dir, inputs=inputs, params=dataclasses.asdict(config))
     if manifest := stage.done():
         return manifest
     work = stage.start()
@@ -66,9 +88,13 @@ def run_tokenize(curate_dir: Path, tokenizer_dir: Path, out_dir: Path,
     counts = {split: {"by_source": defaultdict(_empty_counts),
                       "by_license": defaultdict(_empty_counts)} for split in writers}
     columns = ["id", "text", "source", "license"]
-    bar = tqdm(total=count_rows(documents), desc="tokenize", unit="doc", mininterval=1.0)
-    for batch in iter_batches(documents, columns=columns, batch_size=batch_docs):
-        docs = batch.to_pylist()
+    total = count_rows(documents) + (count_rows(Path(synth_dir) / "samples") if config.synth
+                                     else 0)  # every synthetic split: an upper bound
+    bar = tqdm(total=total, desc="tokenize", unit="doc", mininterval=1.0)
+    curated = (batch.to_pylist() for batch in iter_batches(documents, columns=columns,
+                                                           batch_size=batch_docs))
+    synthetic = _batched(synthetic_documents(synth_dir), batch_docs) if config.synth else ()
+    for docs in itertools.chain(curated, synthetic):
         encodings = tok.encode_batch_fast([d["text"] for d in docs], add_special_tokens=True)
         for doc, enc in zip(docs, encodings, strict=True):
             split = "val" if doc["id"] in val_ids else "train"

@@ -104,7 +104,42 @@ def synthetic_tokens(manifests: dict) -> tuple[int, dict[str, dict]]:
 
 
 def _generators(manifests: dict) -> dict[str, int]:
-    return manifests.get("synth", {}).get("counts", {}).get("generators", {})
+    """{generator: kept samples} over the synth stage's tasks."""
+    total: Counter = Counter()
+    for task in manifests.get("synth", {}).get("counts", {}).get("tasks", {}).values():
+        total.update(task.get("generators", {}))
+    return dict(total)
+
+
+def _post_training_section(manifests: dict) -> str | None:
+    """SFT / DPO: the data it used (by task and license, what selection kept), the run, and
+    the task scores of the model before and after, from the report stage."""
+    parts = []
+    if sft := manifests.get("sft"):
+        c, data = sft["counts"], sft.get("data", {})
+        parts.append(
+            f"Supervised fine-tuning: {c['steps']:,} steps, {c['tokens_seen']:,} tokens, "
+            f"loss on assistant tokens only, {'LoRA' if sft.get('lora') else 'all weights'}; "
+            f"{c['kept']:,} of {c['read']:,} chats kept by data selection "
+            f"({_share(c['kept'], c['read'])}; rejected: "
+            f"{_counts(sft['selection']['rejected_by_reason']) or 'none'}). Held-out loss "
+            f"{c['base_val_loss']:.4f} before, {c['val_loss']:.4f} after.")
+        parts.append(_table(("task", "training chats"), sorted(data.get("by_task", {}).items())))
+        parts.append(_table(("license", "training chats"),
+                            sorted(data.get("by_license", {}).items())))
+    if dpo := manifests.get("dpo"):
+        parts.append(f"Preference tuning (DPO): {dpo['counts'].get('steps', 0):,} steps.")
+    if report := manifests.get("report"):
+        rows = []
+        for result in report.get("results", []):
+            for task, scores in result["tasks"].items():
+                shown = {k: v for k, v in scores.items() if isinstance(v, float) and k not in (
+                    "seconds",)}
+                rows.append((result["model"], task, ", ".join(
+                    f"{k} {v:.4f}" for k, v in shown.items())))
+        parts.append("Task scores before and after post-training (held-out items):\n\n"
+                     + _table(("model", "task", "scores"), rows))
+    return "\n\n".join(parts) if parts else None
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -348,6 +383,7 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: d
     per_source_bpb = _table(("source", "bits per byte"), [
         (s, f"{r['bpb']:.4f}") for s, r in sorted(evaluation["bpb"]["by_source"].items())])
     pt = pretrain["counts"]
+    post = _post_training_section(manifests)
     parts = [
         front,
         f"# {name}",
@@ -375,6 +411,7 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: d
         f"({pt['tokens_seen'] / max(train['tokens'], 1):.2f} epochs), on {pretrain['device']}; "
         + _training_recipe(pretrain["params"]["pretrain"]),
         *[x for x in [_seen_section(manifests)] if x],
+        *(["## Post-training", post] if post else []),
         "## Evaluation",
         f"Held-out bits per byte: **{evaluation['counts']['val_bpb']:.4f}** "
         f"({evaluation['counts']['tokens']:,} tokens).", per_source_bpb,

@@ -26,13 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fournil.model.config import TransformerConfig
-from fournil.model.transformer import (
-    Block,
-    RMSNorm,
-    Transformer,
-    cross_entropy,
-    init_parameters,
-)
+from fournil.model.linear_ce import linear_cross_entropy
+from fournil.model.transformer import Block, RMSNorm, Transformer, init_parameters
 
 FILENAME = "mtp.safetensors"
 
@@ -82,8 +77,8 @@ class MTPHeads(nn.Module):
             n = T - k  # positions that still have a token k+1 ahead
             embedded = model.model.embed_tokens(input_ids[:, k:])
             hidden = depth(hidden[:, :n], embedded, model.rope_cos[:n], model.rope_sin[:n])
-            logits = model.lm_head(depth.norm(hidden))
-            losses.append(cross_entropy(logits, targets[:, k:]))
+            losses.append(linear_cross_entropy(depth.norm(hidden), model.lm_head.weight,
+                                               targets[:, k:]))
         return torch.stack(losses).mean()
 
     def save(self, directory: str | Path) -> Path:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fournil.model.config import TransformerConfig
+from fournil.model.linear_ce import linear_cross_entropy
 
 # `config.json` of our own checkpoints carries this key (the checkpoint format version), which
 # tells it apart from an HF export's Qwen3 config.json.
@@ -268,10 +269,14 @@ class Transformer(nn.Module):
 
     def loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
              reduction: str = "mean") -> torch.Tensor:
-        """The training loss alone. Returning no logits lets them be freed as soon as the loss
-        is computed; `reduction="none"` gives per-token losses [B, T] (for bits-per-byte)."""
-        logits = self.lm_head(self.hidden_states(input_ids))
-        return cross_entropy(logits, targets, reduction)
+        """The training loss alone, "mean" or "sum" over the kept targets, with the head fused
+        into it (linear_ce.py: no logits are kept); `reduction="none"` gives per-token losses
+        [B, T] (for bits-per-byte)."""
+        hidden = self.hidden_states(input_ids)
+        # fused only over a plain head: an adapter wrapped around it (LoRA) must run
+        if reduction == "none" or type(self.lm_head) is not nn.Linear:
+            return cross_entropy(self.lm_head(hidden), targets, reduction)
+        return linear_cross_entropy(hidden, self.lm_head.weight, targets, reduction)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (a tied head counts once). `exclude_embeddings` leaves out the

@@ -55,15 +55,16 @@ class ChatEncoder:
             raise ValueError(f"the tokenizer has no {', '.join(missing)} token: it cannot chat")
         self.bos, self.im_start, self.im_end = ids[ENDOFTEXT], ids[IM_START], ids[IM_END]
 
-    def _text(self, text: str) -> list[int]:
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of plain text: special-token strings in it stay characters."""
         return self._plain.encode(text, add_special_tokens=False).ids
 
     def encode(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> list[int]:
-        newline = self._text("\n")
+        newline = self.text_ids("\n")
         ids = [self.bos]
         for m in messages:
-            ids += [self.im_start, *self._text(f"{m['role']}\n{m['content']}"), self.im_end,
+            ids += [self.im_start, *self.text_ids(f"{m['role']}\n{m['content']}"), self.im_end,
                     *newline]
         if add_generation_prompt:
-            ids += [self.im_start, *self._text("assistant\n")]
+            ids += [self.im_start, *self.text_ids("assistant\n")]
         return ids

@@ -1,6 +1,11 @@
 """A model ready to answer requests: prompts and chats to token ids, and generations as text
 pieces that stop at stop tokens or stop strings. The HTTP server, the terminal chat and the
 serving bench all go through `ServedModel.complete`, so they produce the same text.
+
+Two engines share that interface: `ServedModel` for fournil's own exports and checkpoints
+(our Transformer, our ChatML encoder), and `HFServedModel` for any other transformers causal
+LM with a chat template, from a folder or a `.gguf` file (dequantised by transformers).
+`load_served` picks the one a path needs.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+from fournil.model.transformer import FORMAT_KEY
 from fournil.serve.chatml import ChatEncoder, check_chat_template
-from fournil.serve.generate import iter_tokens, load_for_generation, stop_token_ids
+from fournil.serve.generate import iter_tokens, load_for_generation, sample_next, stop_token_ids
+from fournil.tokenizer.train import CHAT_TEMPLATE
 from fournil.train.device import pick_device
 
 
@@ -75,7 +83,8 @@ class Completion:
     or the context is full) or "cancelled", and `completion_tokens` counts the tokens the
     model generated (a stop token included)."""
 
-    def __init__(self, served: ServedModel, prompt_ids: list[int], sampling: Sampling,
+    def __init__(self, served: ServedModel | HFServedModel, prompt_ids: list[int],
+                 sampling: Sampling,
                  cancel: threading.Event | None = None) -> None:
         self.served, self.prompt_ids, self.sampling = served, prompt_ids, sampling
         self.cancel = cancel or threading.Event()
@@ -89,8 +98,7 @@ class Completion:
     def __iter__(self) -> Iterator[str]:
         s, served = self.sampling, self.served
         text = TextStream(served.tokenizer, s.stop)
-        tokens = iter_tokens(served.model, self.prompt_ids, s.max_tokens, temperature=s.temperature,
-                             top_k=s.top_k, top_p=s.top_p, seed=s.seed, stop_ids=served.stop_ids)
+        tokens = served.tokens(self.prompt_ids, s)
         self.finish_reason = "length"
         if self.cancel.is_set():  # given up on while it waited for a slot
             self.finish_reason = "cancelled"
@@ -145,6 +153,11 @@ class ServedModel:
                  cancel: threading.Event | None = None) -> Completion:
         return Completion(self, prompt_ids, sampling, cancel)
 
+    def tokens(self, prompt_ids: list[int], s: Sampling) -> Iterator[int]:
+        """New token ids, a stop id included (what `Completion` turns into text)."""
+        return iter_tokens(self.model, prompt_ids, s.max_tokens, temperature=s.temperature,
+                           top_k=s.top_k, top_p=s.top_p, seed=s.seed, stop_ids=self.stop_ids)
+
 
 def default_model_name(model_dir: Path) -> str:
     """The recipe's name from an export's stage manifest, else the folder's name."""
@@ -160,12 +173,143 @@ def sampling_defaults(model_dir: Path) -> dict:
     """temperature / top_k / top_p (and max_new_tokens, for the terminal chat) from the
     export's generation_config.json, i.e. the recipe's `[generate]` section, as vLLM does;
     OpenAI's defaults where there is none."""
-    defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 256}
     path = model_dir / "generation_config.json"
-    if path.exists():
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if config.get("do_sample") is False:
-            defaults["temperature"] = 0.0
-        defaults.update({k: config[k] for k in defaults if k in config})
+    config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return defaults_from_generation_config(config)
+
+
+def defaults_from_generation_config(config: dict) -> dict:
+    """The sampling defaults a generation config's explicit values set."""
+    defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 256}
+    if config.get("do_sample") is False:
+        defaults["temperature"] = 0.0
+    defaults.update({k: config[k] for k in defaults if config.get(k) is not None})
     return defaults
 
+
+# --- any transformers causal LM -------------------------------------------------------------
+
+def is_fournil_model(path: str | Path) -> bool:
+    """A fournil checkpoint (our config.json) or export (our ChatML template): the folders
+    `ServedModel` serves. Anything else goes through transformers."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    config = path / "config.json"
+    if config.exists() and FORMAT_KEY in json.loads(config.read_text(encoding="utf-8")):
+        return True
+    tokenizer_config = path / "tokenizer_config.json"
+    return tokenizer_config.exists() and json.loads(
+        tokenizer_config.read_text(encoding="utf-8")).get("chat_template") == CHAT_TEMPLATE
+
+
+def load_hf_model(path: str | Path, device: str = "cpu") -> tuple:
+    """(model, tokenizer) of a transformers causal LM, from a folder or a `.gguf` file (which
+    transformers dequantises to float32, and whose tokenizer it converts: tens of seconds
+    for a 135M model). The tokenizer must have a chat template."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise RuntimeError("serving or generating with a transformers model needs the hf "
+                           "extra: pip install 'fournil[hf]'") from e
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        folder, extra = path.parent, {"gguf_file": path.name}
+    elif path.is_dir() and (path / "config.json").exists():
+        folder, extra = path, {}
+    else:
+        raise FileNotFoundError(f"{path}: neither a model folder with a config.json nor a "
+                                ".gguf file")
+    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{path}: the tokenizer has no chat template, so chats cannot be "
+                         "rendered the way the model expects (use a chat/instruct model)")
+    model = AutoModelForCausalLM.from_pretrained(folder, **extra)
+    model.to(pick_device(device)).eval()
+    return model, tokenizer
+
+
+def hf_stop_ids(model: object, tokenizer: object) -> frozenset[int]:
+    """The generation config's eos ids (an instruct model's end of turn) and the tokenizer's
+    eos: what `generate` stops at."""
+    eos = getattr(model.generation_config, "eos_token_id", None)  # type: ignore[attr-defined]
+    ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    if tokenizer.eos_token_id is not None:  # type: ignore[attr-defined]
+        ids.add(tokenizer.eos_token_id)  # type: ignore[attr-defined]
+    return frozenset(ids)
+
+
+def iter_hf_tokens(model: object, prompt_ids: list[int], s: Sampling, stop_ids: frozenset[int],
+                   max_seq_len: int) -> Iterator[int]:
+    """`iter_tokens` for a transformers model: its own KV cache, our sampler (so a seed means
+    the same thing on both engines). Inference mode is never held across a `yield`."""
+    if not prompt_ids:
+        raise ValueError("empty prompt: at least one token is needed")
+    if len(prompt_ids) > max_seq_len:
+        raise ValueError(f"prompt of {len(prompt_ids)} tokens is longer than the model's "
+                         f"context ({max_seq_len})")
+    if s.max_tokens <= 0:
+        return
+    device = model.device  # type: ignore[attr-defined]
+    generator = torch.Generator(device=device)
+    if s.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(s.seed)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)  # type: ignore[operator]
+    length = len(prompt_ids)
+    for step in range(s.max_tokens):
+        token = sample_next(out.logits[0, -1], s.temperature, s.top_k, s.top_p, generator)
+        yield token
+        length += 1
+        if token in stop_ids or step == s.max_tokens - 1 or length >= max_seq_len:
+            return
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([[token]], device=device),  # type: ignore[operator]
+                        past_key_values=out.past_key_values, use_cache=True)
+
+
+class HFServedModel:
+    """`ServedModel`'s interface over a transformers causal LM with a chat template, from a
+    folder or a `.gguf` file. `tokenizer` is the underlying `tokenizers.Tokenizer` (what the
+    server and `TextStream` use); `hf_tokenizer` renders chats with the model's template."""
+
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu") -> None:
+        self.model_dir = Path(path)
+        self.model, self.hf_tokenizer = load_hf_model(self.model_dir, device)
+        self.tokenizer: Tokenizer = self.hf_tokenizer.backend_tokenizer
+        gguf = self.model_dir.suffix == ".gguf"
+        self.name = name or (self.model_dir.stem if gguf else self.model_dir.resolve().name)
+        self.max_seq_len = int(self.model.config.max_position_embeddings)
+        self.stop_ids = hf_stop_ids(self.model, self.hf_tokenizer)
+        # what the model's authors set (only the values they gave, as vLLM does)
+        self.defaults = defaults_from_generation_config(
+            self.model.generation_config.to_diff_dict())
+        weights = self.model_dir if gguf else self.model_dir / "config.json"
+        self.created = int(weights.stat().st_mtime)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """A raw prompt, with whatever BOS the model's tokenizer adds."""
+        return list(self.hf_tokenizer(prompt)["input_ids"])
+
+    def encode_chat(self, messages: Sequence[dict]) -> list[int]:
+        ids = self.hf_tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                                    return_dict=False)
+        return list(ids)
+
+    def complete(self, prompt_ids: list[int], sampling: Sampling,
+                 cancel: threading.Event | None = None) -> Completion:
+        return Completion(self, prompt_ids, sampling, cancel)
+
+    def tokens(self, prompt_ids: list[int], s: Sampling) -> Iterator[int]:
+        return iter_hf_tokens(self.model, prompt_ids, s, self.stop_ids, self.max_seq_len)
+
+
+def load_served(path: str | Path, name: str | None = None, device: str = "cpu"
+                ) -> ServedModel | HFServedModel:
+    """The engine a path needs: fournil's for our exports and checkpoints, transformers' for
+    any other model folder or a `.gguf` file."""
+    if is_fournil_model(path):
+        return ServedModel(path, name=name, device=device)
+    return HFServedModel(path, name=name, device=device)

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fournil.serve.chatml import ROLES
-from fournil.serve.engine import Completion, Sampling, ServedModel
+from fournil.serve.engine import Completion, Sampling, ServedModel, load_served
 
 log = logging.getLogger("fournil.serve")
 
@@ -533,9 +533,10 @@ def cpu_threads(max_concurrency: int, threads: int | None = None) -> int:
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           max_concurrency: int = 1, max_queue: int = 16, model_name: str | None = None,
           device: str = "cpu", threads: int | None = None) -> None:
-    """Loads the model and serves it until interrupted."""
+    """Loads the model (a fournil export or checkpoint, any transformers causal LM folder
+    with a chat template, or a .gguf file) and serves it until interrupted."""
     torch.set_num_threads(cpu_threads(max_concurrency, threads))
-    served = ServedModel(model_dir, name=model_name, device=device)
+    served = load_served(model_dir, name=model_name, device=device)
     app = create_app(served, max_concurrency, max_queue)
     _warn_if_exposed(host)
     log.info("serving %s (%s, context %d) on http://%s:%d/v1", served.name, model_dir,

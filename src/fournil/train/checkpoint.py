@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +23,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer | None,
-                    state: dict, tokenizer_dir: Path, mtp: MTPHeads | None = None) -> Path:
+                    state: dict, tokenizer_dir: Path, mtp: MTPHeads | None = None,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """`extra(folder)` writes more files (a LoRA adapter) before the checkpoint is visible."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
@@ -37,6 +40,8 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     for name in TOKENIZER_FILES:
         shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+    if extra is not None:
+        extra(tmp)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)

@@ -41,7 +41,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from fournil.train.config import NS_STEPS, OptimizerConfig
-from fournil.train.optim import make_adamw
+from fournil.train.optim import fused_kernel, make_adamw
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
@@ -217,7 +217,7 @@ def make_optimizer(model: nn.Module | Iterable[nn.Module], cfg: OptimizerConfig
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "initial_lr": cfg.lr},
               {"params": no_decay, "weight_decay": 0.0, "initial_lr": cfg.lr}]
     adamw = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=betas,
-                              fused=matrices[0].is_cuda)
+                              fused=fused_kernel(matrices[0]))
     return MuonAdamW(muon, adamw)
 
 

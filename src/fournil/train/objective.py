@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fournil.model.linear_ce import linear_cross_entropy
 from fournil.model.mtp import MTPHeads
-from fournil.model.transformer import Transformer, cross_entropy
+from fournil.model.transformer import Transformer
 from fournil.train.config import DistillConfig
 from fournil.train.distill import distillation_loss
 
@@ -36,14 +37,13 @@ class PretrainObjective(nn.Module):
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss to minimise, detached parts for logging: `ce`, and `kl` / `mtp` if on)."""
         hidden = self.model.hidden_states(input_ids)
-        logits = self.model.lm_head(hidden)
         if self._teacher:
             with torch.no_grad():
                 teacher_logits = self._teacher[0](input_ids)
-            loss, parts = distillation_loss(logits, teacher_logits, targets,
+            loss, parts = distillation_loss(self.model.lm_head(hidden), teacher_logits, targets,
                                             self.distill.temperature, self.distill.alpha)
-        else:
-            loss = cross_entropy(logits, targets)
+        else:  # no logits needed afterwards: the head and its loss fused, chunk by chunk
+            loss = linear_cross_entropy(hidden, self.model.lm_head.weight, targets)
             parts = {"ce": loss.detach()}
         if self.mtp is not None:
             mtp_loss = self.mtp(self.model, hidden, input_ids, targets)

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import torch
+from torch.distributed.tensor import DTensor
+
+
+def fused_kernel(param: torch.Tensor) -> bool:
+    """Whether to use torch's fused AdamW kernel (one pass over each parameter instead of a
+    dozen elementwise ops): on CPU and CUDA, not on FSDP's sharded DTensors."""
+    return param.device.type in ("cpu", "cuda") and not isinstance(param, DTensor)
 
 
 def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -12,5 +19,5 @@ def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float,
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    fused = next(iter(params)).is_cuda
+    fused = fused_kernel(next(iter(params)))
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

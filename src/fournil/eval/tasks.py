@@ -1,0 +1,193 @@
+"""Evaluation tasks by name, and one pass of several models over them.
+
+A task is named on the command line (`fournil eval --task ...`) or in the recipe's
+`[eval] tasks`:
+
+    bpb          held-out bits-per-byte of the run, per source and per language (needs the
+                 run's tokens and curate stages; `fournil.eval.bpb.document_bits_per_byte`)
+    mc:PATH      multiple choice from a JSONL file (`fournil.eval.multiple_choice`)
+    ocr[:PATH]   OCR correction (`fournil.eval.ocr`) on synth samples (a synth stage folder,
+                 its samples/ folder or Parquet files) or on ICDAR post-OCR files (a .txt
+                 file or a folder of them); without PATH, the run's synth stage
+    rag[:PATH]   cited RAG (`fournil.eval.rag`) on synth samples; without PATH, the run's
+
+Each task's data is read once and every model sees the same items: the first `max_items`
+in file order (synth samples of split "eval" only, so no model is scored on a sample whose
+seed document it may have been tuned on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from fournil.eval import multiple_choice, ocr, rag
+from fournil.eval.bpb import document_bits_per_byte, held_out_documents
+from fournil.eval.lm import ModelSpec, load_lm
+
+log = logging.getLogger("fournil")
+KINDS = ("bpb", "mc", "ocr", "rag")
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """The task's column in the report: bpb, ocr, rag, or kind:<file stem> for a file
+        that is not synth samples."""
+        if self.path is None or (self.kind in ("ocr", "rag") and _is_synth(self.path)):
+            return self.kind
+        return f"{self.kind}:{self.path.stem}"
+
+
+@dataclass
+class EvalSettings:
+    run_dir: Path | None = None  # where the run's tokens/, curate/ and synth/ stages are
+    seq_len: int = 512  # bpb window, in the model's tokens
+    bpb_bytes_per_source: int = 100_000
+    max_items: int = 200
+    max_new_tokens: int = 256
+    batch_tokens: int = 4096
+
+
+def parse_task(spec: str, resolve: Callable[[str], Path] = Path) -> Task:
+    """`bpb`, `mc:PATH`, `ocr[:PATH]`, `rag[:PATH]`; `resolve` makes PATH absolute (a
+    recipe's paths are relative to the recipe file)."""
+    kind, _, path = spec.partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"task {spec!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if kind == "bpb" and path:
+        raise ValueError(f"task {spec!r}: bpb takes no path (it reads the run's stages)")
+    if kind == "mc" and not path:
+        raise ValueError(f"task {spec!r}: mc needs a JSONL file, e.g. mc:data/arc-fr.jsonl")
+    return Task(kind, resolve(path) if path else None)
+
+
+def _is_synth(path: Path) -> bool:
+    return path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet")))
+
+
+def read_synth_samples(path: str | Path, task: str, split: str = "eval") -> list[dict]:
+    """Synth samples of `task` and `split` (meta parsed from JSON) from a synth stage folder
+    (its samples/, never rejected/), a folder of Parquet files or one file."""
+    path = Path(path)
+    if path.is_dir():
+        root = path / "samples" if (path / "samples").is_dir() else path
+        files = sorted(p for p in root.rglob("*.parquet") if "rejected" not in p.parts)
+    else:
+        files = [path]
+    rows = []
+    for file in files:
+        table = pq.read_table(file)
+        missing = {"id", "task", "split", "meta"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{file}: not synth samples (no {', '.join(sorted(missing))} "
+                             "column)")
+        for row in table.select(["id", "task", "split", "meta"]).to_pylist():
+            if row["task"] == task and row["split"] == split:
+                try:
+                    row["meta"] = json.loads(row["meta"])
+                except (TypeError, json.JSONDecodeError) as e:
+                    raise ValueError(f"{file}: sample {row['id']}: meta is not JSON: {e}") from None
+                rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no {task!r} samples of split {split!r}")
+    return rows
+
+
+def _stage(settings: EvalSettings, name: str) -> Path:
+    if settings.run_dir is None:
+        raise ValueError(f"this task reads the run's {name} stage: give a run (recipe or "
+                         "--run-dir) or a path")
+    path = settings.run_dir / name
+    if not (path / "manifest.json").exists():
+        raise FileNotFoundError(f"{path}: no completed {name} stage")
+    return path
+
+
+def default_tasks(run_dir: str | Path) -> list[Task]:
+    """What a run can be scored on: bpb when its tokens and curate stages are complete, ocr
+    and rag when its synth stage has eval samples of that task."""
+    run_dir = Path(run_dir)
+    tasks = []
+    if all((run_dir / s / "manifest.json").exists() for s in ("tokens", "curate")):
+        tasks.append(Task("bpb"))
+    synth = run_dir / "synth"
+    if (synth / "manifest.json").exists():
+        for kind in ("ocr", "rag"):
+            try:
+                read_synth_samples(synth, kind)
+            except ValueError:
+                continue
+            tasks.append(Task(kind))
+    return tasks
+
+
+def load_data(task: Task, settings: EvalSettings) -> list:
+    """What a task scores: documents (bpb), items (mc, rag) or pairs (ocr)."""
+    n = settings.max_items
+    if task.kind == "bpb":
+        return held_out_documents(_stage(settings, "tokens"), _stage(settings, "curate"),
+                                  settings.bpb_bytes_per_source)
+    if task.kind == "mc":
+        return multiple_choice.read_items(task.path)[:n]
+    path = task.path or _stage(settings, "synth")
+    if task.kind == "ocr":
+        if _is_synth(path):
+            return ocr.pairs_from_samples(read_synth_samples(path, "ocr"))[:n]
+        return ocr.read_icdar(path)[:n]
+    return rag.items_from_samples(read_synth_samples(path, "rag"))[:n]
+
+
+def run_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
+    if task.kind == "bpb":
+        return document_bits_per_byte(lm, data, settings.seq_len, settings.batch_tokens)
+    if task.kind == "mc":
+        return multiple_choice.score_multiple_choice(lm, data,
+                                                     batch_tokens=settings.batch_tokens)
+    if task.kind == "ocr":
+        return ocr.evaluate_ocr(lm, data, settings.max_new_tokens)
+    return rag.evaluate_rag(lm, data, settings.max_new_tokens)
+
+
+def evaluate(models: Sequence[str | ModelSpec], tasks: Sequence[Task],
+             settings: EvalSettings, device: str = "cpu") -> list[dict]:
+    """One result per model: {"model" (label), "path", "engine", "parameters", "tasks":
+    {task name: {"kind", "seconds", ...scores, "items"}}}. Models are loaded one at a time."""
+    specs = [m if isinstance(m, ModelSpec) else ModelSpec.parse(m) for m in models]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two models have the same label ({labels}): name them LABEL=PATH")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a task is given twice ({names})")
+    data = {t.name: load_data(t, settings) for t in tasks}
+    results = []
+    for spec in specs:
+        lm = load_lm(spec, device)
+        result = {"model": spec.label, "path": str(spec.path), "engine": type(lm).__name__,
+                  "parameters": _parameters(lm), "tasks": {}}
+        for task in tasks:
+            started = time.time()
+            log.info("eval %s: %s (%d items)", spec.label, task.name, len(data[task.name]))
+            scores = run_task(lm, task, data[task.name], settings)
+            result["tasks"][task.name] = {"kind": task.kind, **scores,
+                                          "seconds": round(time.time() - started, 2)}
+        results.append(result)
+        del lm
+    return results
+
+
+def _parameters(lm) -> int:
+    model: torch.nn.Module = lm.model
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Synthetic data: task generators grounded in seed documents, LLM backends, verifiers."""

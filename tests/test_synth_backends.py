@@ -1,0 +1,213 @@
+"""The synth generators against a real LLM (SmolLM2-135M-Instruct) behind a real
+`fournil serve`, and the same model in-process through transformers and llama.cpp."""
+
+import socket
+
+import httpx
+import pytest
+
+from fournil.synth.backends import (
+    GeneratorConfig,
+    GenRequest,
+    HFGenerator,
+    OpenAIGenerator,
+    make_generator,
+)
+from fournil.synth.cache import GenerationCache, cache_key
+from fournil.validation import RecipeError
+
+PARIS = ({"role": "user", "content": "What is the capital of France? Answer in one word."},)
+QUESTIONS = ["What is the capital of France?", "What is 2 + 2?", "Name a color.",
+             "What is the capital of Italy?", "Say hello.", "Name an animal."]
+
+
+def _chat(question: str, **sampling) -> GenRequest:
+    sampling.setdefault("max_tokens", 12)
+    return GenRequest.from_chat([{"role": "user", "content": question}], **sampling)
+
+
+def _openai(server: str, model: str, **kw) -> OpenAIGenerator:
+    kw.setdefault("backoff_s", 0.05)
+    return OpenAIGenerator(server, model, **kw)
+
+
+@pytest.fixture(scope="module")
+def model_name(smollm2_dir) -> str:
+    return smollm2_dir.name  # what `fournil serve` calls a folder it did not export
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def test_greedy_answer_is_paris(smollm2_server, model_name):
+    gen = _openai(smollm2_server, model_name)
+    [result] = gen.generate([GenRequest.from_chat(PARIS, max_tokens=10, temperature=0)])
+    assert result.error is None, result.error
+    assert "Paris" in result.text
+    assert result.prompt_tokens > 10 and 0 < result.completion_tokens <= 10
+    assert gen.id == f"openai:{model_name}@{smollm2_server}"
+
+
+def test_concurrent_batch_keeps_request_order(smollm2_serve, model_name):
+    before = smollm2_serve.requests(200)
+    # request i may generate i + 1 tokens (every answer is longer): its token count says
+    # whose result it is; the later ones are the shorter, so they finish first
+    requests = [_chat(q, temperature=0, max_tokens=5 - i) for i, q in enumerate(QUESTIONS[:4])]
+    batch = _openai(smollm2_serve.url, model_name, concurrency=3).generate(requests)
+    assert smollm2_serve.requests(200) - before == 4
+    assert all(r.error is None and r.text for r in batch), [r.error for r in batch]
+    assert [r.completion_tokens for r in batch] == [5, 4, 3, 2]
+
+
+def test_cache_answers_a_second_run_without_any_request(smollm2_serve, model_name, tmp_path):
+    config = GeneratorConfig(backend="openai", base_url=[smollm2_serve.url], model=model_name,
+                             backoff_s=0.05, max_retries=1)
+    requests = [_chat(q, temperature=0.7, seed=i, max_tokens=4)
+                for i, q in enumerate(QUESTIONS[:3])]
+    # a request the server refuses (over the context): its failure must not be cached
+    requests.append(_chat("Hi", max_tokens=100_000))
+    requests.append(requests[0])  # a repeat in the same batch is generated once
+    before = smollm2_serve.requests()
+    first = make_generator(config, cache_dir=tmp_path).generate(requests)
+    assert smollm2_serve.requests() - before == 4
+    assert [r.text is not None for r in first] == [True, True, True, False, True]
+    assert [r.cached for r in first] == [False, False, False, False, True]
+    assert first[4].text == first[0].text
+    assert len(GenerationCache(tmp_path)) == 3
+
+    # the same model behind an endpoint that does not exist: the cache answers everything
+    dead = GeneratorConfig(**{**config.__dict__, "base_url": [_dead_url()]})
+    before = smollm2_serve.requests()
+    second = make_generator(dead, cache_dir=tmp_path).generate(requests)
+    assert smollm2_serve.requests() == before
+    assert [r.cached for r in second] == [True, True, True, False, True]
+    assert [r.text for r in second] == [r.text for r in first]
+    assert "connection error" in second[3].error
+
+
+def test_dead_endpoint_gives_errors_after_retries_not_an_exception():
+    gen = _openai(_dead_url(), "any", max_retries=2, timeout_s=5)
+    results = gen.generate([_chat("a"), _chat("b")])
+    assert [r.text for r in results] == [None, None]
+    assert all("connection error" in r.error and "after 3 tries" in r.error for r in results)
+
+
+def test_a_4xx_is_not_retried_and_names_the_status(smollm2_serve):
+    before = smollm2_serve.requests(404)
+    [result] = _openai(smollm2_serve.url, "no-such-model", max_retries=3).generate([_chat("Hi")])
+    assert result.text is None
+    assert result.error.startswith("http 404") and "no-such-model" in result.error
+    assert smollm2_serve.requests(404) - before == 1
+
+
+@pytest.fixture(scope="module")
+def busy_server(smollm2_dir, model_name):
+    """A second server, in this process (the same app as `fournil serve`), that takes one
+    request at a time and queues none: beyond, a 429. Yields (url, limiter counters)."""
+    pytest.importorskip("uvicorn")
+    from fournil.serve.engine import load_served
+    from fournil.serve.server import create_app, running_server
+
+    app = create_app(load_served(smollm2_dir, name=model_name), max_concurrency=1, max_queue=0)
+    with running_server(app) as url:
+        yield url, app.state.generations.limiter
+
+
+def test_an_hf_model_serves_raw_completions_too(busy_server, model_name):
+    url, _ = busy_server
+    response = httpx.post(f"{url}/completions", json={
+        "model": model_name, "prompt": "The capital of France is", "max_tokens": 3,
+        "temperature": 0}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["usage"]["completion_tokens"] == 3 and body["choices"][0]["text"].strip()
+
+
+def test_429_is_retried_after_retry_after(busy_server, model_name):
+    url, limiter = busy_server
+    rejected = limiter.rejected
+    requests = [_chat(q, temperature=0, max_tokens=4) for q in QUESTIONS[:3]]
+    results = _openai(url, model_name, concurrency=3, max_retries=8).generate(requests)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    assert limiter.rejected > rejected  # three at once on a one-slot server
+
+
+def test_requests_are_spread_over_the_base_urls(smollm2_serve, busy_server, model_name):
+    url, limiter = busy_server
+    limiter.peak_active = 0
+    before = smollm2_serve.requests(200)
+    gen = _openai([smollm2_serve.url, url], model_name, concurrency=2, max_retries=4)
+    results = gen.generate([_chat(q, max_tokens=2) for q in QUESTIONS[:4]])
+    assert all(r.error is None for r in results), [r.error for r in results]
+    assert smollm2_serve.requests(200) > before and limiter.peak_active == 1
+
+
+def test_hf_backend_gives_the_servers_greedy_text(smollm2_dir, smollm2_server, model_name):
+    requests = [GenRequest.from_chat(PARIS, max_tokens=10, temperature=0),
+                _chat("Name an animal.", temperature=0, max_tokens=6)]
+    hf = HFGenerator(smollm2_dir)
+    assert hf.id == f"hf:{model_name}"
+    local = hf.generate(requests)
+    served = _openai(smollm2_server, model_name).generate(requests)
+    assert [r.text for r in local] == [r.text for r in served]
+    assert "Paris" in local[0].text
+    # sampling is seeded per request: the same seed, the same text
+    sampled = [_chat("Tell me a word.", temperature=1.0, seed=s, max_tokens=5) for s in (1, 1)]
+    a, b = hf.generate(sampled)
+    assert a.text == b.text
+
+
+def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
+                        "(pip install 'fournil[llama]'; it compiles llama.cpp)")
+    gen = make_generator(GeneratorConfig(backend="llama_cpp", model=str(smollm2_gguf_path)))
+    assert gen.id == f"llama_cpp:{smollm2_gguf_path.name}"
+    [result] = gen.generate([GenRequest.from_chat(PARIS, max_tokens=10, temperature=0)])
+    assert result.error is None and "Paris" in result.text
+
+
+# --- without a model -------------------------------------------------------------------------
+
+def test_fournil_models_get_fournils_engine_others_transformers(tiny_tokenizer_dir, smollm2_dir):
+    from fournil.serve.engine import is_fournil_model
+    assert is_fournil_model(tiny_tokenizer_dir)  # our ChatML template
+    assert not is_fournil_model(smollm2_dir)
+    assert not is_fournil_model(smollm2_dir / "model.safetensors")
+
+
+def test_serve_verb_names_a_missing_model(tmp_path, capsys):
+    from fournil.cli import main
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", "--model", str(tmp_path / "nope.gguf")])
+    assert exit.value.code == 2
+    assert "nope.gguf: no such model folder or .gguf file" in capsys.readouterr().err
+
+
+def test_cache_key_ignores_the_url_but_not_the_model_or_sampling():
+    r = _chat("Hi")
+    key = cache_key("openai:m@http://a:1/v1", r)
+    assert key == cache_key("openai:m@http://b:2/v1,http://c:3/v1", r)
+    assert key != cache_key("openai:other@http://a:1/v1", r)
+    assert key != cache_key("openai:m@http://a:1/v1", _chat("Hi", seed=1))
+    assert key != cache_key("openai:m@http://a:1/v1", _chat("Hi", stop=("\n",)))
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(RecipeError, match=r"synth.generator.backend: unknown backend 'vllm'"):
+        make_generator(GeneratorConfig(backend="vllm"))
+    with pytest.raises(RecipeError, match=r"synth.generator.base_url: the openai backend"):
+        make_generator(GeneratorConfig(backend="openai", model="m"))
+    with pytest.raises(RecipeError, match=r"base_url\[0\]: must start with http"):
+        make_generator(GeneratorConfig(backend="openai", model="m", base_url=["localhost:8000"]))
+    with pytest.raises(RecipeError, match=r"synth.generator.model: the llama_cpp backend loads"):
+        make_generator(GeneratorConfig(backend="llama_cpp", model="model.bin"))
+
+
+def test_programmatic_generator_refuses_to_generate():
+    gen = make_generator(GeneratorConfig())
+    assert gen.id == "programmatic"
+    with pytest.raises(RuntimeError, match="backend is \"programmatic\""):
+        gen.generate([_chat("Hi")])
