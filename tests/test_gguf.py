@@ -283,9 +283,9 @@ def test_cli_exports_gguf_and_evaluates_it(llama_cpp, smoke_bake, tmp_path, caps
 
 def test_a_checkpoint_exports_to_the_same_file_as_its_hf_export(smoke_bake, export_dir,
                                                                 tmp_path):
-    from fournil.train.pretrain import final_checkpoint
+    from fournil.stage import read_manifest
 
-    checkpoint = final_checkpoint(smoke_bake[1].pretrain)
+    checkpoint = Path(read_manifest(export_dir)["checkpoint"])  # the one it was exported from
     a = export_gguf(checkpoint, tmp_path / "a.gguf", "q8_0", name="smoke")
     b = export_gguf(export_dir, tmp_path / "b.gguf", "q8_0", name="smoke")
     assert a.read_bytes() == b.read_bytes()
