@@ -246,6 +246,8 @@ def test_stage_end_to_end(curated, tmp_path):
     # the report: counts, checks, diversity naive vs controlled, coverage
     report = json.loads((out / "report.json").read_text())
     assert report["rag"]["naive_comparison"]["seeds"] == 6
+    written = report["rag"]["naive_comparison"]["written"]  # all outputs, kept or not
+    assert written["compared_texts"] == 6 and written["naive"]["texts"] == 6
     assert 0 < report["rag"]["diversity"]["distinct_2"] <= 1
     assert set(report["rag"]["coverage"]) == set(_config().rag.axes)
     md = (out / "report.md").read_text()

@@ -46,6 +46,8 @@ class TaskTally:
         self.axes: list[dict] = []
         self.texts: list[tuple[int, str]] = []  # (item index, generated text) of kept samples
         self.naive_texts: list[tuple[int, str]] = []
+        # what the generator wrote, kept or not (an LLM's reply, parsed or raw), per mode
+        self.written: dict[str, list[tuple[int, str]]] = {"naive": [], "controlled": []}
         self.naive = Counter()
         self.llm: Counter = Counter()
 
@@ -55,6 +57,8 @@ class TaskTally:
     def add(self, row: dict, mode: str) -> None:
         kept = row["reason"] is None
         text = get_task(self.task).generated_text(row) if kept else ""
+        if written := text or json.loads(row["meta"] or "{}").get("reply"):
+            self.written[mode].append((_index(row), written))
         if mode == "naive":
             self.naive["generated"] += 1
             self.naive["kept"] += kept
@@ -98,6 +102,12 @@ class TaskTally:
                                "controlled": round(sum(i < n for i, _ in self.texts) / n, 4)},
                 "naive": diversity([t for _, t in self.naive_texts][:size]),
                 "controlled": diversity(same_seeds[:size])}
+            naive_written = [t for _, t in self.written["naive"]]
+            controlled_written = [t for i, t in self.written["controlled"] if i < n]
+            size = min(len(naive_written), len(controlled_written))
+            out["naive_comparison"]["written"] = {
+                "compared_texts": size, "naive": diversity(naive_written[:size]),
+                "controlled": diversity(controlled_written[:size])}
         return out
 
 
@@ -130,6 +140,15 @@ def write_report(directory: Path, tasks: dict[str, dict]) -> None:
                 rows.append([t, mode, c["compared_texts"], f"{c['acceptance'][mode]:.0%}",
                              *(c[mode][f] for f in FIGURES)])
         md += _table(["task", "mode", "texts", "accepted", *FIGURES], rows)
+        md += ["", "Everything the generator wrote on those seeds, kept or rejected (an LLM's "
+               "reply as parsed, or raw when it did not parse): what the prompts alone change.",
+               ""]
+        rows = []
+        for t, c in compared.items():
+            for mode in ("naive", "controlled"):
+                w = c["written"]
+                rows.append([t, mode, w["compared_texts"], *(w[mode][f] for f in FIGURES)])
+        md += _table(["task", "mode", "texts", *FIGURES], rows)
     for t, r in tasks.items():
         md += ["", f"## {t}", "", "Checks (acceptance rate among the samples verified):", ""]
         md += _table(["check", "passed"], [[c, f"{v:.1%}"] for c, v in r["acceptance"].items()])
