@@ -159,36 +159,33 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
             "final_checkpoint"])})
 
 
-def cmd_sft(args: argparse.Namespace) -> None:
+def _post_train(args: argparse.Namespace, stage: str) -> None:
+    """`fournil sft` / `fournil dpo`: the same inputs, outputs and report, another trainer."""
     from fournil.bake import post_inputs
+    from fournil.train.dpo import run_dpo
     from fournil.train.sft import run_sft
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
-    data, base = post_inputs(recipe, layout, "sft", [Path(p) for p in args.data or []],
+    data, base = post_inputs(recipe, layout, stage, [Path(p) for p in args.data or []],
                              Path(args.base) if args.base else None)
-    out = Path(args.out) if args.out else layout.sft
-    manifest = run_sft(data, base, out, recipe.sft, recipe.seed, stop_after=args.stop_after)
+    out = Path(args.out) if args.out else getattr(layout, stage)
+    run = run_sft if stage == "sft" else run_dpo
+    manifest = run(data, base, out, getattr(recipe, stage), recipe.seed,
+                   stop_after=args.stop_after)
     if manifest is None:
         print(f"stopped after step {args.stop_after}; run the same command again to continue")
         return
-    _print_json({**manifest["counts"], "rejected_by_reason": manifest["selection"][
-        "rejected_by_reason"], "final_checkpoint": str(out / manifest["final_checkpoint"])})
+    rejected = (manifest["selection"] if stage == "sft" else manifest)["rejected_by_reason"]
+    _print_json({**manifest["counts"], "rejected_by_reason": rejected,
+                 "final_checkpoint": str(out / manifest["final_checkpoint"])})
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    _post_train(args, "sft")
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
-    from fournil.bake import post_inputs
-    from fournil.train.dpo import run_dpo
-    recipe = get_recipe(args)
-    layout = get_layout(args, recipe)
-    data, base = post_inputs(recipe, layout, "dpo", [Path(p) for p in args.data or []],
-                             Path(args.base) if args.base else None)
-    out = Path(args.out) if args.out else layout.dpo
-    manifest = run_dpo(data, base, out, recipe.dpo, recipe.seed, stop_after=args.stop_after)
-    if manifest is None:
-        print(f"stopped after step {args.stop_after}; run the same command again to continue")
-        return
-    _print_json({**manifest["counts"], "rejected_by_reason": manifest["rejected_by_reason"],
-                 "final_checkpoint": str(out / manifest["final_checkpoint"])})
+    _post_train(args, "dpo")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -52,17 +53,18 @@ def _labels(tasks: Sequence, labels: Sequence[str] | None) -> list[str]:
     return list(labels)
 
 
-class Executor:
+class Executor(ABC):
     """Runs `fn` over tasks; use as a context manager so workers are released."""
 
     workers: int
 
+    @abstractmethod
     def map(self, fn: Callable[[Any], Any], tasks: Sequence, labels: Sequence[str] | None = None,
             desc: str = "tasks") -> list:
-        raise NotImplementedError
+        """`fn(task)` for every task, results in task order."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - nothing to release unless a subclass holds workers
+        """Release the workers (the local pool's processes; Ray leaves its cluster running)."""
 
     def __enter__(self) -> Executor:
         return self
