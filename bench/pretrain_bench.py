@@ -10,7 +10,8 @@ One run, on one corpus and one model:
    the LM head [B*T, d] x [d, V], ...) and square 1024 / 2048, every thread torch uses, best
    of a few repeats, before and after the sides; the ceiling is the best of them all. Also
    the time one step's linear-layer matmuls take alone (forward and both gradients, each at
-   its own shape): the step time no trainer of this model can beat;
+   its own shape), and the time its attention kernel takes alone (causal SDPA forward and
+   backward, which every side calls): together, a step time no trainer of this model beats;
 2. the corpus: `recipes/tiny-cpu.toml` through fournil's real data stages (`prepare_data`:
    ingest, curate, tokenizer, tokenize; stages already up to date under `--data` are reused),
    so every side reads the same uint16 train shards, in the same window order (fournil's
@@ -195,6 +196,32 @@ def linear_matmul_seconds(s: Setup) -> float:
 
     return sum(count * (seconds(m, k, n) + seconds(m, n, k) + seconds(n, m, k))
                for (k, n), count in linears.items())
+
+
+def attention_seconds(s: Setup, repeats: int = 3, calls: int = 5) -> float:
+    """Seconds one training step spends in its attention kernel alone: causal
+    `scaled_dot_product_attention` forward and backward at the model's shape (grouped-query,
+    as every side calls it), times the layers. Every side runs this same kernel, so with the
+    linear matmuls it is a floor that all sides share."""
+    import torch.nn.functional as F
+
+    b, h, kv, t, hd = s.batch_size, s.num_heads, s.num_kv_heads, s.seq_len, s.head_dim
+    q = torch.randn(b, h, t, hd, requires_grad=True)
+    k, v = (torch.randn(b, kv, t, hd, requires_grad=True) for _ in range(2))
+    grad = torch.randn(b, h, t, hd)
+
+    def once() -> None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h)
+        out.backward(grad)
+
+    once()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            once()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * s.num_layers
 
 
 # ------------------------------------------------------------------------------ the data
@@ -496,6 +523,7 @@ def main() -> None:
                                                                     "non_embedding_params")))
 
     before, linear_s = matmul_ceiling(s), linear_matmul_seconds(s)
+    attention_s = attention_seconds(s)
     print(f"matmul ceiling (before the sides): {max(g for _, g in before):.1f} GFLOP/s",
           flush=True)
 
@@ -513,6 +541,7 @@ def main() -> None:
                 results[side] = r
     after = matmul_ceiling(s)  # again: the load may have changed while the sides ran
     linear_s = min(linear_s, linear_matmul_seconds(s))
+    attention_s = min(attention_s, attention_seconds(s))
     print(f"load average {os.getloadavg()[0]:.2f} at the end (the bench's own threads count)")
 
     # the ceiling is the best the CPU did at any shape, before or after
@@ -524,6 +553,10 @@ def main() -> None:
     print(f"a step's linear-layer matmuls alone (forward and both gradients, each timed at "
           f"its own shape): {1000 * linear_s:.0f} ms, so no trainer of this model passes "
           f"{s.tokens_per_step / linear_s:.0f} tok/s here")
+    floor_s = linear_s + attention_s
+    print(f"with the attention kernel (causal SDPA forward and backward, {s.num_layers} layers, "
+          f"{1000 * attention_s:.0f} ms), which every side calls too: {1000 * floor_s:.0f} ms, "
+          f"so no trainer passes {s.tokens_per_step / floor_s:.0f} tok/s here")
 
     timed_steps = args.steps - args.warmup
     print(f"\n{timed_steps} steps timed a side, after {args.warmup} warmup; tok/s: the fastest "
@@ -551,6 +584,8 @@ def main() -> None:
         if "litgpt" in rate:
             ratio = rate[side] / rate["litgpt"]
             line += f", {ratio:.2f}x LitGPT (>= 1.3x: {'met' if ratio >= 1.3 else 'missed'})"
+            bound = s.tokens_per_step / floor_s / rate["litgpt"]
+            line += f"; the shared matmul + attention floor allows at most {bound:.2f}x"
         print(line)
     if args.work:
         print(f"\nwork folder (each side's stderr.log, metrics, outputs): {work}")

@@ -256,7 +256,7 @@ def test_every_task_on_two_engines_then_the_report(folders, run_dir, tmp_path):
     items.write_text(json.dumps({"query": "Il était une", "choices": ["fois", "mer"],
                                  "gold": 0}) + "\n", encoding="utf-8")
     tasks = default_tasks(run_dir)
-    assert [t.name for t in tasks] == ["bpb", "ocr", "rag"]
+    assert [t.name for t in tasks] == ["bpb", "copy", "ocr", "rag"]
     settings = EvalSettings(run_dir=run_dir, seq_len=32, max_new_tokens=8)
     results = evaluate([str(folders["ckpt"]), f"hf=hf:{folders['export']}"],
                        [*tasks, Task("mc", items)], settings)
@@ -273,6 +273,9 @@ def test_every_task_on_two_engines_then_the_report(folders, run_dir, tmp_path):
     assert (r["answerable"], r["unanswerable"]) == (1, 1)
     assert [(x["id"], x["reason"]) for x in r["rejected"]] == [("rag-2", "rag:prompt_too_long")]
     assert ours["tasks"]["bpb"]["bpb"] == pytest.approx(hf["tasks"]["bpb"]["bpb"], rel=1e-5)
+    c = ours["tasks"]["copy"]
+    assert c["n"] == settings.max_items  # passages from the run's held-out documents
+    assert c["loss_second"] == pytest.approx(hf["tasks"]["copy"]["loss_second"], rel=1e-4)
     assert set(ours["tasks"]["bpb"]["by_language"]) == {"fr", "en"}
     assert ours["tasks"]["mc:mc"]["items"][0]["logprobs"] == pytest.approx(
         hf["tasks"]["mc:mc"]["items"][0]["logprobs"], abs=1e-4)

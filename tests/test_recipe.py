@@ -9,7 +9,8 @@ from fournil.train.memory import estimate_memory
 RECIPES = Path(__file__).parent.parent / "recipes"
 
 
-@pytest.mark.parametrize("name", ["tiny-cpu", "smoke", "gpu-150m", "gpu-350m"])
+@pytest.mark.parametrize("name", ["tiny-cpu", "smoke", "tiny-cpu-sft", "gpu-150m", "gpu-350m",
+                                  "gpu-20m-sft"])
 def test_bundled_recipes_validate(name):
     recipe = load_recipe(RECIPES / f"{name}.toml")
     assert recipe.name == name

@@ -64,7 +64,7 @@ def post_inputs(recipe: Recipe, layout: RunLayout, stage: str, data: list[Path] 
 
 def run_task_eval(recipe: Recipe, layout: RunLayout) -> dict | None:
     """After post-training: the model before it and the final one, side by side on the
-    recipe's `[eval] tasks` (default: bpb and the synth stage's held-out ocr / rag samples),
+    recipe's `[eval] tasks` (default: bpb, copy and the synth stage's held-out ocr / rag),
     into `report/` (report.md with plots, results.json). None when there is nothing to do."""
     from fournil.eval.report import write_report
     from fournil.eval.stage import model_fingerprint
@@ -86,8 +86,9 @@ def run_task_eval(recipe: Recipe, layout: RunLayout) -> dict | None:
     stage = Stage("report", layout.report,
                   inputs={name: model_fingerprint(path) for name, path in models.items()}
                   | {"synth": upstream_hash(layout.synth) if layout.synth.exists() else ""},
-                  params={"tasks": [t.name for t in tasks], "final": str(final),
-                          **dataclasses.asdict(config)})
+                  # the tasks run, not the recipe's list: an empty list means the defaults
+                  params={**dataclasses.asdict(config), "tasks": [t.name for t in tasks],
+                          "final": str(final)})
     if manifest := stage.done():
         return manifest
     work = stage.start()

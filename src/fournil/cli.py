@@ -211,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_tasks(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> None:
     """`fournil eval --model A --model B --task T --report DIR`: every model on every task
-    (default: the recipe's [eval] tasks, else what the run has: bpb, synth ocr and rag), a
+    (default: the recipe's [eval] tasks, else what the run has: bpb, copy, synth ocr, rag), a
     table on stdout and, with --report, report.md with plots."""
     from fournil.eval.report import format_table, write_report
     from fournil.eval.tasks import EvalSettings, default_tasks, evaluate, parse_task
@@ -485,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model to compare (repeatable); hf: runs a fournil folder through "
                    "transformers")
     p.add_argument("--task", action="append", metavar="TASK",
-                   help="bpb, mc:FILE.jsonl, ocr[:PATH], rag[:PATH] (repeatable; default: the "
-                   "recipe's [eval] tasks, else bpb and the run's synth ocr/rag eval samples)")
+                   help="bpb, mc:FILE.jsonl, ocr[:PATH], rag[:PATH], copy[:PATH] (repeatable; "
+                   "default: the recipe's [eval] tasks, else bpb, copy and the run's synth "
+                   "ocr/rag eval samples)")
     p.add_argument("--report", metavar="DIR", help="write DIR/report.md, results.json, plots")
     p.add_argument("--max-items", type=int, help="items per task (default: eval.max_items)")
     p.add_argument("--tokens", help="tokens folder (default <run>/tokens)")

@@ -30,6 +30,8 @@ HEADLINES = {
     "rag": [("all_verbatim", "verbatim", False), ("with_quote", "quoted", False),
             ("precision", "precision", False), ("recall", "recall", False),
             ("refusal", "refusal", False)],
+    "copy": [("loss_first", "1st read loss", True), ("loss_second", "2nd read loss", True),
+             ("accuracy_second", "2nd read acc", False)],
 }
 
 

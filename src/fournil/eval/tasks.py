@@ -10,6 +10,9 @@ A task is named on the command line (`fournil eval --task ...`) or in the recipe
                  its samples/ folder or Parquet files) or on ICDAR post-OCR files (a .txt
                  file or a folder of them); without PATH, the run's synth stage
     rag[:PATH]   cited RAG (`fournil.eval.rag`) on synth samples; without PATH, the run's
+    copy[:PATH]  in-context copying (`fournil.eval.copying`): shuffled word runs read twice,
+                 from the run's held-out documents or from a text file (blank lines between
+                 passages)
 
 Each task's data is read once and every model sees the same items: the first `max_items`
 in file order (synth samples of split "eval" only, so no model is scored on a sample whose
@@ -28,12 +31,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from fournil.eval import multiple_choice, ocr, rag
+from fournil.eval import copying, multiple_choice, ocr, rag
 from fournil.eval.bpb import document_bits_per_byte, held_out_documents
 from fournil.eval.lm import ModelSpec, load_lm
+from fournil.recipe import EVAL_TASK_KINDS as KINDS
 
 log = logging.getLogger("fournil")
-KINDS = ("bpb", "mc", "ocr", "rag")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class EvalSettings:
 
 
 def parse_task(spec: str, resolve: Callable[[str], Path] = Path) -> Task:
-    """`bpb`, `mc:PATH`, `ocr[:PATH]`, `rag[:PATH]`; `resolve` makes PATH absolute (a
+    """`bpb`, `mc:PATH`, `ocr[:PATH]`, `rag[:PATH]`, `copy[:PATH]`; `resolve` makes PATH absolute (a
     recipe's paths are relative to the recipe file)."""
     kind, _, path = spec.partition(":")
     if kind not in KINDS:
@@ -116,12 +119,12 @@ def _stage(settings: EvalSettings, name: str) -> Path:
 
 
 def default_tasks(run_dir: str | Path) -> list[Task]:
-    """What a run can be scored on: bpb when its tokens and curate stages are complete, ocr
-    and rag when its synth stage has eval samples of that task."""
+    """What a run can be scored on: bpb and copy when its tokens and curate stages are
+    complete, ocr and rag when its synth stage has eval samples of that task."""
     run_dir = Path(run_dir)
     tasks = []
     if all((run_dir / s / "manifest.json").exists() for s in ("tokens", "curate")):
-        tasks.append(Task("bpb"))
+        tasks += [Task("bpb"), Task("copy")]
     synth = run_dir / "synth"
     if (synth / "manifest.json").exists():
         for kind in ("ocr", "rag"):
@@ -134,11 +137,21 @@ def default_tasks(run_dir: str | Path) -> list[Task]:
 
 
 def load_data(task: Task, settings: EvalSettings) -> list:
-    """What a task scores: documents (bpb), items (mc, rag) or pairs (ocr)."""
+    """What a task scores: documents (bpb), items (mc, rag), pairs (ocr) or passages
+    (copy)."""
     n = settings.max_items
     if task.kind == "bpb":
         return held_out_documents(_stage(settings, "tokens"), _stage(settings, "curate"),
                                   settings.bpb_bytes_per_source)
+    if task.kind == "copy":
+        if task.path is not None:
+            texts = task.path.read_text(encoding="utf-8").split("\n\n")
+            documents = [{"text": t} for t in texts if t.strip()]
+        else:
+            documents = held_out_documents(_stage(settings, "tokens"),
+                                           _stage(settings, "curate"),
+                                           settings.bpb_bytes_per_source)
+        return copying.copy_passages(documents, n)
     if task.kind == "mc":
         return multiple_choice.read_items(task.path)[:n]
     path = task.path or _stage(settings, "synth")
@@ -157,6 +170,8 @@ def run_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
                                                      batch_tokens=settings.batch_tokens)
     if task.kind == "ocr":
         return ocr.evaluate_ocr(lm, data, settings.max_new_tokens)
+    if task.kind == "copy":
+        return copying.evaluate_copying(lm, data, settings.batch_tokens)
     return rag.evaluate_rag(lm, data, settings.max_new_tokens)
 
 
