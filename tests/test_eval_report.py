@@ -68,3 +68,19 @@ def test_report_files_plots_and_loss_curves(tmp_path):
         {"id": "s1", "output": "Le chat"},
         {"id": "s2", "reason": "ocr:prompt_too_long", "rejected": True}]
     assert "- ours, ocr: 1 (see items/)" in text
+    assert "Copying from the context" not in text  # no copy task was run
+
+
+def test_report_warns_about_a_model_that_cannot_copy(tmp_path):
+    copies, cannot = _result("copies", "x", 1.5, 0.75), _result("cannot", "y", 2.0, 0.25)
+    for result, accuracy in ((copies, 0.92), (cannot, 0.10)):
+        result["tasks"]["copy"] = {"kind": "copy", "n": 60, "loss_first": 7.0,
+                                   "loss_second": 7.0 - 10 * accuracy,
+                                   "accuracy_second": accuracy}
+    text = write_report([copies, cannot], tmp_path / "report").read_text()
+    section = text.split("## Copying from the context\n\n")[1].split("\n\n")[0]
+    assert section.startswith("- **cannot** predicts 10% of the tokens")
+    assert "copies" not in section.replace("a model that copies", "")
+    del cannot["tasks"]["ocr"], cannot["tasks"]["rag"]  # nothing that needs copying: no note
+    text = write_report([copies, cannot], tmp_path / "report2").read_text()
+    assert "Copying from the context" not in text

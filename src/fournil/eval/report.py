@@ -192,6 +192,29 @@ def _nan_to_null(obj: object) -> object:
     return obj
 
 
+COPIES = 0.5  # second-read accuracy above which a model copies from its context
+
+
+def _copying_notes(results: Sequence[dict]) -> list[str]:
+    """A warning for each model that was scored on OCR or cited RAG but does not copy from
+    its context: those tasks are mostly copying, so their scores are explained first by
+    that (docs/evaluation.md, `copy`)."""
+    notes = []
+    for r in results:
+        kinds = {scores["kind"]: scores for scores in r["tasks"].values()}
+        copying = kinds.get("copy")
+        if copying is None or not {"ocr", "rag"} & set(kinds):
+            continue
+        accuracy = copying.get("accuracy_second", float("nan"))
+        if not accuracy >= COPIES:  # NaN too: no evidence that it copies
+            notes.append(f"- **{r['model']}** predicts {100 * accuracy:.0f}% of the tokens of "
+                         "a passage it has just read (the `copy` task; a model that copies "
+                         "gets over 90%). OCR correction and verbatim quoting are copying, so "
+                         "expect it to fail them until it learns to copy: usually a matter of "
+                         "many more training tokens.")
+    return ["", "## Copying from the context", "", *notes] if notes else []
+
+
 def write_report(results: Sequence[dict], out_dir: str | Path) -> Path:
     """Writes the report folder (see the module docstring); returns report.md's path."""
     out = Path(out_dir)
@@ -235,6 +258,7 @@ def write_report(results: Sequence[dict], out_dir: str | Path) -> Path:
         table = _bpb_table(results, key)
         if table:
             md += ["", f"## Held-out bits per byte {title}", "", table]
+    md += _copying_notes(results)
     rejected = [(r["model"], name, len(s["rejected"])) for r in results
                 for name, s in r["tasks"].items() if s.get("rejected")]
     if rejected:
