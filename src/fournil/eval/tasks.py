@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -61,6 +62,13 @@ class EvalSettings:
     max_items: int = 200
     max_new_tokens: int = 256
     batch_tokens: int = 4096
+
+    @cached_property
+    def held_out(self) -> list[dict]:
+        """The run's held-out documents, read once for every task that scores them (bpb,
+        copy): a scan of the curated documents."""
+        return held_out_documents(_stage(self, "tokens"), _stage(self, "curate"),
+                                  self.bpb_bytes_per_source)
 
 
 def parse_task(spec: str, resolve: Callable[[str], Path] = Path) -> Task:
@@ -141,16 +149,13 @@ def load_data(task: Task, settings: EvalSettings) -> list:
     (copy)."""
     n = settings.max_items
     if task.kind == "bpb":
-        return held_out_documents(_stage(settings, "tokens"), _stage(settings, "curate"),
-                                  settings.bpb_bytes_per_source)
+        return settings.held_out
     if task.kind == "copy":
         if task.path is not None:
             texts = task.path.read_text(encoding="utf-8").split("\n\n")
             documents = [{"text": t} for t in texts if t.strip()]
         else:
-            documents = held_out_documents(_stage(settings, "tokens"),
-                                           _stage(settings, "curate"),
-                                           settings.bpb_bytes_per_source)
+            documents = settings.held_out
         return copying.copy_passages(documents, n)
     if task.kind == "mc":
         return multiple_choice.read_items(task.path)[:n]
