@@ -35,14 +35,9 @@ consecutive steps, and a side's speed is its fastest run, as timeit keeps the be
 repeats: other work on a shared machine only ever slows a side down, so the fastest run is
 the closest to what the side does alone; the median step is printed beside it, and
 `--repeats` runs every side again (passes in alternating order) and keeps its best.
-GFLOP/s counts model FLOPs (PaLM / nanoGPT style):
-
-    per token = 6 * N  +  6 * d * V  +  12 * L * d_attn * T
-
-N: non-embedding parameters (blocks + final norm); 6 d V: the LM head's matmul (tied to the
-embedding, so not in N, but it is real compute: a third of the total here); the last term is
-attention's scores and weighted sum (d_attn = heads * head_dim, T = seq_len, causal masking
-not discounted). Forward + backward, no activation recomputation.
+GFLOP/s counts model FLOPs, `fournil.train.flops.flops_per_token` (what the trainer logs as
+`model_flops_per_s`, PaLM / nanoGPT style): per token 6N + 6dV + 12 L d_attn T, the LM
+head's 6dV counted although it is tied to the embedding (a third of the total here).
 """
 
 from __future__ import annotations
@@ -132,17 +127,15 @@ def make_setup(data_dir: Path | None, steps: int, threads: int = 0) -> Setup:
 
 
 def flops_per_token(s: Setup) -> dict[str, float]:
-    """Training FLOPs per token (forward + backward), by part; see the module docstring."""
-    d, d_attn, d_kv = s.hidden_size, s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-    attention = d * d_attn * 2 + d * d_kv * 2 + 2 * s.head_dim  # q, o; k, v; q/k norms
-    mlp = 3 * d * s.intermediate_size
-    non_embedding = s.num_layers * (attention + mlp + 2 * d) + d  # + block norms, final norm
-    parts = {
-        "6N (blocks)": 6.0 * non_embedding,
-        "6dV (LM head)": 6.0 * d * s.vocab_size,
-        "12 L d_attn T (attention)": 12.0 * s.num_layers * d_attn * s.seq_len,
-    }
-    return {"non_embedding_params": non_embedding, **parts, "total": sum(parts.values())}
+    """Training FLOPs per token by part (fournil.train.flops), for this setup's model."""
+    from fournil.model.config import TransformerConfig
+    from fournil.train.flops import flops_per_token as model_flops
+
+    config = TransformerConfig(
+        vocab_size=s.vocab_size, hidden_size=s.hidden_size, num_layers=s.num_layers,
+        num_heads=s.num_heads, num_kv_heads=s.num_kv_heads, head_dim=s.head_dim,
+        intermediate_size=s.intermediate_size, max_seq_len=s.seq_len)
+    return model_flops(config, s.seq_len)
 
 
 # ------------------------------------------------------------------------------ ceiling
@@ -516,11 +509,10 @@ def main() -> None:
         if load > 0.5 else ""))
     print(f"model: d {s.hidden_size}, {s.num_layers} layers, {s.num_heads} heads / "
           f"{s.num_kv_heads} kv x {s.head_dim}, ff {s.intermediate_size}, vocab {s.vocab_size}, "
-          f"tied; {flops['non_embedding_params'] / 1e6:.2f}M non-embedding parameters; "
+          f"tied; {flops['6N (blocks)'] / 6e6:.2f}M non-embedding parameters; "
           f"batch {s.batch_size} x {s.seq_len} = {s.tokens_per_step} tokens/step, fp32, AdamW")
     print(f"FLOPs per token: {flops['total'] / 1e6:.2f}M = " + " + ".join(
-        f"{v / 1e6:.2f}M {k}" for k, v in flops.items() if k not in ("total",
-                                                                    "non_embedding_params")))
+        f"{v / 1e6:.2f}M {k}" for k, v in flops.items() if k != "total"))
 
     before, linear_s = matmul_ceiling(s), linear_matmul_seconds(s)
     attention_s = attention_seconds(s)

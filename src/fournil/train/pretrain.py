@@ -54,6 +54,7 @@ from fournil.train.distributed import (
     micro_batch_starts,
     wrap,
 )
+from fournil.train.flops import flops_per_token, peak_flops
 from fournil.train.muon import apply_lr_multiplier, make_optimizer
 from fournil.train.objective import PretrainObjective
 from fournil.train.schedule import lr_multiplier
@@ -131,7 +132,8 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
     objective = PretrainObjective(model, mtp, cfg.mtp.weight, teacher, cfg.distill)
     n_params = model.num_parameters()
     # the optimizer is made on the wrapped parameters (FSDP replaces them by shards)
-    wrapped = wrap(objective, cfg.parallel, world, bf16=isinstance(autocast, torch.autocast))
+    bf16 = isinstance(autocast, torch.autocast)
+    wrapped = wrap(objective, cfg.parallel, world, bf16=bf16)
     sharded = cfg.parallel == "fsdp" and world.size > 1
     optimizer = make_optimizer([model, mtp] if mtp is not None else model, cfg.optimizer)
     optimizer_state = FullOptimizerState(objective, optimizer)
@@ -151,10 +153,13 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
     held_out = HeldOut(Path(tokens_dir) / "val", cfg.eval_tokens)
     metrics = MetricsLog(work / "metrics.jsonl", state["step"]) if world.is_main else None
     tokens_per_step = samples_per_step * cfg.seq_len
+    model_flops = flops_per_token(config, cfg.seq_len)["total"]
+    peak = peak_flops(device, bf16)  # None on CPU: no MFU, the achieved FLOP/s only
     local_accum = local_grad_accum(cfg.grad_accum, world.size)
     extras = [f"MTP depth {cfg.mtp.depth}"] if mtp is not None else []
     extras += [f"distilling from {teacher_dir}"] if teacher is not None else []
     extras += [f"{cfg.parallel} on {world.size} processes"] if world.size > 1 else []
+    extras += [f"MFU against a {peak / 1e12:,.0f} TFLOP/s bf16 peak"] if peak else []
     say(f"pretrain: {n_params / 1e6:.2f}M parameters, {len(train):,} train tokens, "
         f"{tokens_per_step:,} tokens/step, {cfg.max_steps} steps on {device}, "
         + ", ".join([f"{cfg.optimizer.name} + {cfg.schedule}", *extras]))
@@ -224,8 +229,13 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
             now = time.time()
             tok_s = (state["tokens_seen"] - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, state["tokens_seen"]
-            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
             extra = {k: v for k, v in sums.items() if k != "ce"}
+            extra["model_flops_per_s"] = round(tok_s * model_flops)
+            postfix = {"loss": f"{train_loss:.3f}", "tok_s": f"{tok_s:,.0f}"}
+            if peak is not None:
+                extra["mfu"] = round(tok_s * model_flops / (peak * world.size), 4)
+                postfix["mfu"] = f"{extra['mfu']:.1%}"
+            bar.set_postfix(postfix, refresh=False)
             if cfg.mixture.phases:
                 extra["phase"] = sampler.phase_of((step - 1) * samples_per_step)
             metrics.write(step=step, loss=train_loss, **extra, lr_multiplier=multiplier,
@@ -235,6 +245,9 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
             val = evaluate(step)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             checkpoint(step)
+        if step % cfg.eval_every == 0 or step % cfg.checkpoint_every == 0:
+            # the next rate counts training steps only, not this evaluation or checkpoint
+            t_last, tokens_last = time.time(), state["tokens_seen"]
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
             checkpoint(step)
             bar.close()
