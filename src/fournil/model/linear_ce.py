@@ -67,8 +67,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = grad.to(dtype)
             if grad_h is not None:
                 grad_h[start:start + rows] = grad @ w
-            if grad_w is not None:
-                grad_w += grad.t() @ h_chunk  # in fp32, whatever the matmul's dtype
+            if grad_w is not None and grad.dtype == grad_w.dtype:
+                grad_w.addmm_(grad.t(), h_chunk)  # BLAS adds into grad_w itself: no temporary
+            elif grad_w is not None:
+                grad_w += grad.t() @ h_chunk  # a low-precision matmul, accumulated in fp32
         scale = torch.ones_like(count) if sum_reduction else 1.0 / count
         ctx.scale = scale
         ctx.save_for_backward(grad_h if grad_h is not None else torch.empty(0),
