@@ -9,8 +9,9 @@ pretrain stage for `--steps` optimizer steps with the recipe's model, batch, opt
 dtype and compile setting: a metrics row every step, evaluation and checkpoints only at the
 end. It prints the medians over the steps of the trainer's own `tokens_per_s` and
 `model_flops_per_s` (`fournil.train.flops`: 6N + 6dV + 12 L d_attn T per token), and MFU:
-that over the GPU's dense bf16 peak, which is the peer here. The first `--warmup` steps (compilation, allocator
-warmup) are left out. Also the peak GPU memory next to `fournil.train.memory`'s estimate.
+that over the GPU's dense bf16 peak, which is the peer here. The first `--warmup` steps
+(compilation, allocator warmup) are left out. Also the peak GPU memory next to
+`fournil.train.memory`'s estimate.
 """
 
 from __future__ import annotations
