@@ -241,11 +241,13 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
             metrics.write(step=step, loss=train_loss, **extra, lr_multiplier=multiplier,
                           grad_norm=float(grad_norm), tokens_seen=state["tokens_seen"],
                           tokens_per_s=round(tok_s, 1))
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        evaluates = step % cfg.eval_every == 0 or step == cfg.max_steps
+        saves = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        if evaluates:
             val = evaluate(step)
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        if saves:
             checkpoint(step)
-        if step % cfg.eval_every == 0 or step % cfg.checkpoint_every == 0:
+        if evaluates or saves:
             # the next rate counts training steps only, not this evaluation or checkpoint
             t_last, tokens_last = time.time(), state["tokens_seen"]
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
