@@ -10,11 +10,13 @@ on it, one after the other, each in a fresh process pinned to the same single co
 
 - fournil: `run_ingest` + `run_curate` with the default config: license gate, Unicode
   normalisation, PII scrub, language ID, Gopher/C4/FineWeb quality rules, OCR-noise score,
-  exact dedup and MinHash-LSH near-dedup (more work than datatrove's side does);
+  exact dedup and MinHash-LSH near-dedup (letter 8-grams of the OCR skeleton, 64 x 3 bands,
+  checked pairs; more work than datatrove's side does);
 - datatrove: JsonlReader -> GopherRepetitionFilter -> GopherQualityFilter -> exact dedup
   (ExactDedupSignature / ExactFindDedups / ExactDedupFilter on the same casefolded,
   whitespace-collapsed key as fournil's) -> MinhashDedupSignature / Buckets / Cluster /
-  Filter with the same 5-word shingles and 14 x 8 bands. French words come from spaCy's
+  Filter with its defaults, 5-word shingles and 14 x 8 bands (fournil's defaults until
+  bench/near_dup_bench.py measured them on OCR'd copies). French words come from spaCy's
   blank French tokenizer, datatrove's assignment for `fr`, which ships in the spaCy wheel:
   nothing is downloaded (the run sets HF_HUB_OFFLINE).
 
@@ -215,7 +217,10 @@ RUNS = {"fournil": run_fournil, "datatrove": run_datatrove}
 def in_fresh_process(name: str, input_dir: Path, work: Path, cores: list[int]) -> dict:
     """Run one side in a new interpreter: its imports, caches and threads do not leak."""
     out = work / "result.json"
-    command = [sys.executable, __file__, "--run", name, "--input", str(input_dir),
+    from peers import peer_python  # datatrove's pins break the project's environment
+
+    python = peer_python("datatrove") if name == "datatrove" else sys.executable
+    command = [str(python), __file__, "--run", name, "--input", str(input_dir),
                "--work", str(work), "--pin", ",".join(map(str, cores))]
     if subprocess.run(command).returncode != 0:
         log = (work / "stderr.log").read_text(encoding="utf-8", errors="replace")

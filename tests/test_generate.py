@@ -47,6 +47,9 @@ def test_top_k_1_and_tiny_top_p_are_greedy(model):
     greedy = generate(model, PROMPT, 16, temperature=0)
     assert generate(model, PROMPT, 16, temperature=1.0, top_k=1, seed=5) == greedy
     assert generate(model, PROMPT, 16, temperature=1.0, top_p=1e-6, seed=5) == greedy
+    # extremes that overflow or round to 0 in float32 are still greedy, not NaN
+    assert generate(model, PROMPT, 16, temperature=1.0, top_p=1e-300, seed=5) == greedy
+    assert generate(model, PROMPT, 16, temperature=1e-300, seed=5) == greedy
     # filters that keep several tokens still sample (and still run)
     assert len(generate(model, PROMPT, 16, temperature=1.0, top_k=50, top_p=0.9, seed=5)) == 16
 

@@ -19,9 +19,9 @@ from fournil.recipe import SourceSpec
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def ingest(tmp_path: Path, *specs: SourceSpec, out: str = "ingest") -> dict:
+def ingest(tmp_path: Path, *specs: SourceSpec, out: str = "ingest", strict: bool = False) -> dict:
     return run_ingest(list(specs), tmp_path / out, resolve=lambda p: tmp_path / p,
-                      rows_per_shard=1000)
+                      rows_per_shard=1000, strict=strict)
 
 
 def documents(tmp_path: Path, out: str = "ingest") -> list[dict]:
@@ -194,39 +194,66 @@ def test_bundled_corpus(tmp_path):
 
 
 # --- bad input: whole files ---------------------------------------------------------------
+# A damaged file is rejected (what it held before the damage is kept) and the run goes on;
+# tests/test_ingest_damage.py runs a folder of every kind through the CLI.
 
 
-def test_truncated_gzip_names_file_and_line(tmp_path):
+def test_truncated_gzip_keeps_the_lines_before_and_names_file_and_line(tmp_path):
     many = [{"text": f"ligne {i} " + "x" * 200} for i in range(3000)]
     packed = gzip.compress(jsonl_bytes(many))
     (tmp_path / "x.jsonl.gz").write_bytes(packed[: len(packed) // 2])
-    with pytest.raises(IngestError, match=r"x\.jsonl\.gz: line \d+: truncated gzip stream"):
-        ingest(tmp_path, SourceSpec(path="x.jsonl.gz", license="CC0-1.0"))
-    assert not (tmp_path / "ingest").exists()  # nothing half-written is visible
+    manifest = ingest(tmp_path, SourceSpec(path="x.jsonl.gz", license="CC0-1.0"))
+    docs, (cut,) = documents(tmp_path), rejected(tmp_path)
+    kept = len(docs)
+    assert 0 < kept < 3000 and [d["text"] for d in docs] == [m["text"] for m in many[:kept]]
+    assert cut["reason"] == "ingest:truncated" and cut["id"] == f"x/x.jsonl.gz:{kept + 1}"
+    assert many[kept]["text"].startswith(cut["text"][len('{"text": "'):])  # the line's start
+    meta = json.loads(cut["meta"])
+    assert meta["line"] == kept + 1 and "truncated gzip stream" in meta["error"]
+    assert manifest["counts"]["read"] == kept + 1
+    (damaged,) = manifest["damaged_files"]
+    assert (damaged["file"], damaged["reason"], damaged["line"], damaged["kept_before"]) == \
+        ("x.jsonl.gz", "ingest:truncated", kept + 1, kept)
+    assert_conserved(manifest)
 
 
 def test_truncated_and_corrupt_zstd(tmp_path):
-    packed = zstandard.ZstdCompressor().compress(jsonl_bytes(ARTICLES * 200))
+    # 1.5 MB: zstd decodes block by block (up to 128 KiB each), and a cut block gives nothing
+    records = [{"id": f"z{i}", "text": f"Texte numéro {i} du corpus, avec une phrase."}
+               for i in range(20_000)]
+    packed = zstandard.ZstdCompressor().compress(jsonl_bytes(records))
     (tmp_path / "t.jsonl.zst").write_bytes(packed[: len(packed) // 2])
-    with pytest.raises(IngestError, match=r"t\.jsonl\.zst: line \d+: truncated zstd stream"):
-        ingest(tmp_path, SourceSpec(path="t.jsonl.zst", license="CC0-1.0"))
+    manifest = ingest(tmp_path, SourceSpec(path="t.jsonl.zst", license="CC0-1.0"))
+    kept = manifest["counts"]["kept"]
+    assert kept > 1000 and [d["id"] for d in documents(tmp_path)] == [f"t/z{i}"
+                                                                      for i in range(kept)]
+    assert manifest["counts"]["rejected"] == {"ingest:truncated": 1}
+    assert "truncated zstd stream" in manifest["damaged_files"][0]["error"]
     (tmp_path / "c.jsonl.zst").write_bytes(b"this is not zstd at all\n")
-    with pytest.raises(IngestError, match=r"c\.jsonl\.zst: line 1: corrupt zstd data"):
-        ingest(tmp_path, SourceSpec(path="c.jsonl.zst", license="CC0-1.0"))
+    manifest = ingest(tmp_path, SourceSpec(path="c.jsonl.zst", license="CC0-1.0"), out="c")
+    assert manifest["counts"] == {**manifest["counts"], "read": 1, "kept": 0,
+                                  "rejected": {"ingest:corrupt_zstd": 1}}
+    (damaged,) = manifest["damaged_files"]
+    assert damaged["line"] == 1 and "corrupt zstd data" in damaged["error"]
 
 
 def test_not_parquet(tmp_path):
     (tmp_path / "fake.parquet").write_text('{"text": "I am JSON"}\n')
-    with pytest.raises(IngestError, match=r"fake\.parquet: not a readable Parquet file"):
-        ingest(tmp_path, SourceSpec(path="fake.parquet", license="CC0-1.0"))
+    manifest = ingest(tmp_path, SourceSpec(path="fake.parquet", license="CC0-1.0"))
+    (bad,) = rejected(tmp_path)
+    assert bad["reason"] == "ingest:broken_parquet" and bad["id"] == "fake/fake.parquet"
+    assert "not a readable Parquet file" in json.loads(bad["meta"])["error"]
+    assert manifest["counts"]["read"] == 1 and manifest["damaged_files"][0]["file"] == \
+        "fake.parquet"
 
 
 def test_truncated_parquet(tmp_path):
     pq.write_table(pa.table({"text": ["a" * 100] * 100}), tmp_path / "t.parquet")
     data = (tmp_path / "t.parquet").read_bytes()
     (tmp_path / "t.parquet").write_bytes(data[: len(data) - 20])
-    with pytest.raises(IngestError, match=r"t\.parquet: not a readable Parquet file"):
-        ingest(tmp_path, SourceSpec(path="t.parquet", license="CC0-1.0"))
+    manifest = ingest(tmp_path, SourceSpec(path="t.parquet", license="CC0-1.0"))
+    assert manifest["counts"]["rejected"] == {"ingest:broken_parquet": 1}
+    assert "not a readable Parquet file" in manifest["damaged_files"][0]["error"]
 
 
 def test_parquet_without_text_column(tmp_path):
@@ -243,10 +270,25 @@ def test_jsonl_without_text_field(tmp_path):
         ingest(tmp_path, SourceSpec(path="n.jsonl", license="CC0-1.0"))
 
 
-def test_empty_jsonl(tmp_path):
-    (tmp_path / "empty.jsonl").write_bytes(b"")
-    with pytest.raises(IngestError, match=r"empty\.jsonl: empty file"):
-        ingest(tmp_path, SourceSpec(path="empty.jsonl", license="CC0-1.0"))
+def test_empty_files_are_one_rejected_record_each(tmp_path):
+    folder = tmp_path / "vide"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b"")
+    (folder / "b.jsonl").write_bytes(b"\n\n  \n")
+    (folder / "c.json").write_bytes(b"[]")
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), folder / "d.parquet")
+    (folder / "e.txt").write_bytes(b"")
+    (folder / "f.jsonl").write_bytes(jsonl_bytes(ARTICLES[:1]))
+    manifest = ingest(tmp_path, SourceSpec(path="vide", license="CC0-1.0"))
+    assert manifest["counts"]["read"] == 6 and manifest["counts"]["kept"] == 1
+    assert manifest["counts"]["rejected"] == {"ingest:empty_file": 5}
+    assert {r["id"]: json.loads(r["meta"])["error"] for r in rejected(tmp_path)} == {
+        "vide/a.jsonl": "empty file (0 bytes)", "vide/b.jsonl": "no JSON lines (blank lines only)",
+        "vide/c.json": "an empty JSON list, no records",
+        "vide/d.parquet": "a Parquet file without rows", "vide/e": "empty file (0 bytes)"}
+    assert [d["file"] for d in manifest["damaged_files"]] == ["a.jsonl", "b.jsonl", "c.json",
+                                                              "d.parquet", "e.txt"]
+    assert_conserved(manifest)
 
 
 def test_missing_path_and_unknown_format(tmp_path):
@@ -262,12 +304,13 @@ def test_failed_run_leaves_no_output_and_next_run_recovers(tmp_path):
     packed = gzip.compress(good * 50)
     (tmp_path / "d.jsonl.gz").write_bytes(packed[:-30])
     spec = SourceSpec(path="d.jsonl.gz", license="CC0-1.0")
-    with pytest.raises(IngestError):
-        ingest(tmp_path, spec)
+    with pytest.raises(IngestError, match=r"d\.jsonl\.gz: line \d+: damaged file "
+                                          r"\(ingest:truncated"):
+        ingest(tmp_path, spec, strict=True)
     assert not (tmp_path / "ingest").exists()
     (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(good))
-    manifest = ingest(tmp_path, spec)
-    assert manifest["counts"]["kept"] == 5
+    manifest = ingest(tmp_path, spec, strict=True)
+    assert manifest["counts"]["kept"] == 5 and manifest["damaged_files"] == []
     assert not (tmp_path / "ingest.partial").exists()
 
 
@@ -314,11 +357,20 @@ def test_bad_text_files_are_rejected(tmp_path):
     (folder / "good.txt").write_text("Un bon texte.")
     (folder / "latin1.txt").write_bytes("première ligne\ndeuxième, été\n".encode("latin-1"))
     (folder / "empty.txt").write_bytes(b"")
+    (folder / "blank.txt").write_bytes(b" \n\t\n")
+    (folder / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)))
     manifest = ingest(tmp_path, SourceSpec(path="txt", license="CC0-1.0"))
-    assert manifest["counts"]["rejected"] == {"ingest:bad_utf8": 1, "ingest:empty_text": 1}
+    assert manifest["counts"]["rejected"] == {"ingest:binary": 1, "ingest:empty_file": 1,
+                                              "ingest:empty_text": 1}
     bad = {r["id"]: r for r in rejected(tmp_path)}
-    assert json.loads(bad["txt/latin1"]["meta"])["line"] == 1
-    assert bad["txt/empty"]["reason"] == "ingest:empty_text"
+    assert bad["txt/blank"]["reason"] == "ingest:empty_text"  # a whole file, without text
+    assert bad["txt/image"]["text"] == "" and "binary data" in json.loads(
+        bad["txt/image"]["meta"])["error"]
+    assert [d["file"] for d in manifest["damaged_files"]] == ["empty.txt", "image.txt"]
+    docs = {d["id"]: d for d in documents(tmp_path)}
+    assert docs["txt/latin1"]["text"] == "première ligne\ndeuxième, été\n"  # detected
+    assert json.loads(docs["txt/latin1"]["meta"])["encoding"] == "cp1252"
+    assert json.loads(docs["txt/good"]["meta"])["encoding"] == "utf-8"
     assert_conserved(manifest)
 
 

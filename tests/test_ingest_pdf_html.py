@@ -158,6 +158,9 @@ def test_pdf_folder_keeps_good_files_and_rejects_bad_ones(tmp_path):
     assert manifest["counts"]["read"] == 6 and manifest["counts"]["kept"] == 1
     assert manifest["counts"]["rejected"] == {"ingest:binary": 1, "ingest:pdf_broken": 1,
                                               "ingest:pdf_encrypted": 1, "ingest:pdf_no_text": 2}
+    # encrypted and scanned PDFs are whole files, just without usable text: not damage
+    assert [(d["file"], d["reason"]) for d in manifest["damaged_files"]] == [
+        ("aleatoire.pdf", "ingest:binary"), ("tronque.pdf", "ingest:pdf_broken")]
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -233,9 +236,12 @@ def test_html_folder_latin1_page_kept_empty_and_binary_rejected(tmp_path):
     assert {r["id"]: r["reason"] for r in rejected} == {
         "mairie/accueil": "ingest:html_no_content",
         "mairie/logo": "ingest:binary",
-        "mairie/vide": "ingest:html_no_content",
+        "mairie/vide": "ingest:empty_file",  # 0 bytes: damage, whatever the format
     }
     assert manifest["counts"]["read"] == 4 and manifest["counts"]["kept"] == 1
+    # a page of navigation only is a whole page without content, not a damaged file
+    assert [(d["file"], d["reason"]) for d in manifest["damaged_files"]] == [
+        ("logo.html", "ingest:binary"), ("vide.html", "ingest:empty_file")]
 
 
 @pytest.mark.parametrize("raw, text, encoding", [

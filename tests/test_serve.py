@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -223,6 +226,31 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server):
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] <= 5
 
 
+def test_inputs_that_once_made_500s_get_a_400_or_an_answer(server):
+    url, _ = server
+    post = lambda path, body: httpx.post(f"{url}{path}", content=body, timeout=60)  # noqa: E731
+    # lone UTF-16 surrogates: not Unicode, so no tokenizer or UTF-8 encoder takes them
+    error = _error(post("/completions", b'{"prompt": "\\ud800 x"}'), 400)
+    assert error["code"] == "invalid_json" and error["param"] == "prompt"
+    error = _error(post("/chat/completions",
+                        b'{"messages": [{"role": "user", "content": "\\udfff"}]}'), 400)
+    assert error["param"] == "messages[0].content"
+    assert _error(post("/completions", b'{"\\ud800": 1}'), 400)["code"] == "invalid_json"
+    assert _error(post("/completions", b'{"prompt": "\xed\xa0\x80"}'), 400)["param"] == "prompt"
+    # nesting deeper than json's parser recurses
+    error = _error(post("/completions", b"[" * 100_000), 400)
+    assert "nested too deeply" in error["message"]
+    # valid but extreme sampling values, which overflow or round to 0 in float32
+    greedy = httpx.post(f"{url}/completions", timeout=60, json={
+        "prompt": "Il", "max_tokens": 6, "temperature": 0}).json()["choices"][0]["text"]
+    for extreme in ({"temperature": 1e-300}, {"temperature": 1e-40},
+                    {"temperature": 2, "top_p": 1e-300}, {"top_k": 10**18, "top_p": 1e-45}):
+        r = httpx.post(f"{url}/completions", timeout=60,
+                       json={"prompt": "Il", "max_tokens": 6, **extreme})
+        assert r.status_code == 200, (extreme, r.text)
+        assert r.json()["choices"][0]["text"] == greedy  # each is greedy in effect
+
+
 def test_openai_client_raises_bad_request_on_over_context(client):
     with pytest.raises(openai.BadRequestError, match="maximum context length is 1024"):
         client.completions.create(model="tiny", prompt="boulangère " * 600, max_tokens=600)
@@ -276,6 +304,22 @@ def test_a_client_that_leaves_stops_its_generation_and_the_loop_stays_responsive
             time.sleep(0.02)
         assert generations.cancelled == 1 and generations.limiter.active == 0
         assert _long_request(url, 5).status_code == 200
+
+
+def test_default_threads_follow_the_cpu_affinity_not_the_host():
+    """Pinned to one core, `fournil serve`, curation and GGUF eval all see one core, whatever
+    os.cpu_count() says (in a subprocess: the affinity is the whole process's)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this OS")
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from fournil.serve.server import cpu_threads\n"
+            "from fournil.curate.executors import LocalExecutor\n"
+            "from fournil.eval.gguf_bpb import default_threads\n"
+            "print(cpu_threads(1), cpu_threads(2), cpu_threads(1, threads=3), "
+            "LocalExecutor().workers, default_threads(), os.cpu_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[:5] == ["1", "1", "3", "1", "1"], out
 
 
 # --- terminal chat ----------------------------------------------------------------------------

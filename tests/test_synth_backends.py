@@ -1,6 +1,10 @@
 """The synth generators against a real LLM (SmolLM2-135M-Instruct) behind a real
-`fournil serve`, and the same model in-process through transformers and llama.cpp."""
+`fournil serve`, and the same model in-process through transformers and llama.cpp. What
+needs a server but not a model that knows anything (retries, 4xx, 429 and Retry-After,
+spreading requests over URLs, the cache) runs against tiny random models, on any machine."""
 
+import json
+import shutil
 import socket
 
 import httpx
@@ -36,6 +40,15 @@ def model_name(smollm2_dir) -> str:
     return smollm2_dir.name  # what `fournil serve` calls a folder it did not export
 
 
+TINY = "tiny-fournil"  # what `fournil serve` calls the tiny model's export folder
+
+
+@pytest.fixture(scope="module")
+def tiny_serve(tiny_chat_model_dir, start_fournil_serve):
+    """A real `fournil serve` of a tiny random fournil model (2 generations at once)."""
+    return start_fournil_serve(tiny_chat_model_dir, "--max-concurrency", "2")
+
+
 def _dead_url() -> str:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
@@ -51,28 +64,28 @@ def test_greedy_answer_is_paris(smollm2_server, model_name):
     assert gen.id == f"openai:{model_name}@{smollm2_server}"
 
 
-def test_concurrent_batch_keeps_request_order(smollm2_serve, model_name):
-    before = smollm2_serve.requests(200)
+def test_concurrent_batch_keeps_request_order(tiny_serve):
+    before = tiny_serve.requests(200)
     # request i may generate i + 1 tokens (every answer is longer): its token count says
     # whose result it is; the later ones are the shorter, so they finish first
     requests = [_chat(q, temperature=0, max_tokens=5 - i) for i, q in enumerate(QUESTIONS[:4])]
-    batch = _openai(smollm2_serve.url, model_name, concurrency=3).generate(requests)
-    assert smollm2_serve.requests(200) - before == 4
+    batch = _openai(tiny_serve.url, TINY, concurrency=3).generate(requests)
+    assert tiny_serve.requests(200) - before == 4
     assert all(r.error is None and r.text for r in batch), [r.error for r in batch]
     assert [r.completion_tokens for r in batch] == [5, 4, 3, 2]
 
 
-def test_cache_answers_a_second_run_without_any_request(smollm2_serve, model_name, tmp_path):
-    config = GeneratorConfig(backend="openai", base_url=[smollm2_serve.url], model=model_name,
+def test_cache_answers_a_second_run_without_any_request(tiny_serve, tmp_path):
+    config = GeneratorConfig(backend="openai", base_url=[tiny_serve.url], model=TINY,
                              backoff_s=0.05, max_retries=1)
     requests = [_chat(q, temperature=0.7, seed=i, max_tokens=4)
                 for i, q in enumerate(QUESTIONS[:3])]
     # a request the server refuses (over the context): its failure must not be cached
     requests.append(_chat("Hi", max_tokens=100_000))
     requests.append(requests[0])  # a repeat in the same batch is generated once
-    before = smollm2_serve.requests()
+    before = tiny_serve.requests()
     first = make_generator(config, cache_dir=tmp_path).generate(requests)
-    assert smollm2_serve.requests() - before == 4
+    assert tiny_serve.requests() - before == 4
     assert [r.text is not None for r in first] == [True, True, True, False, True]
     assert [r.cached for r in first] == [False, False, False, False, True]
     assert first[4].text == first[0].text
@@ -80,9 +93,9 @@ def test_cache_answers_a_second_run_without_any_request(smollm2_serve, model_nam
 
     # the same model behind an endpoint that does not exist: the cache answers everything
     dead = GeneratorConfig(**{**config.__dict__, "base_url": [_dead_url()]})
-    before = smollm2_serve.requests()
+    before = tiny_serve.requests()
     second = make_generator(dead, cache_dir=tmp_path).generate(requests)
-    assert smollm2_serve.requests() == before
+    assert tiny_serve.requests() == before
     assert [r.cached for r in second] == [True, True, True, False, True]
     assert [r.text for r in second] == [r.text for r in first]
     assert "connection error" in second[3].error
@@ -95,54 +108,85 @@ def test_dead_endpoint_gives_errors_after_retries_not_an_exception():
     assert all("connection error" in r.error and "after 3 tries" in r.error for r in results)
 
 
-def test_a_4xx_is_not_retried_and_names_the_status(smollm2_serve):
-    before = smollm2_serve.requests(404)
-    [result] = _openai(smollm2_serve.url, "no-such-model", max_retries=3).generate([_chat("Hi")])
+def test_a_4xx_is_not_retried_and_names_the_status(tiny_serve):
+    before = tiny_serve.requests(404)
+    [result] = _openai(tiny_serve.url, "no-such-model", max_retries=3).generate([_chat("Hi")])
     assert result.text is None
     assert result.error.startswith("http 404") and "no-such-model" in result.error
-    assert smollm2_serve.requests(404) - before == 1
+    assert tiny_serve.requests(404) - before == 1
 
 
 @pytest.fixture(scope="module")
-def busy_server(smollm2_dir, model_name):
-    """A second server, in this process (the same app as `fournil serve`), that takes one
-    request at a time and queues none: beyond, a 429. Yields (url, limiter counters)."""
+def busy_server(tiny_chat_model_dir):
+    """A second server, in this process (the same app as `fournil serve`), of the same tiny
+    model, that takes one request at a time and queues none: beyond, a 429 with Retry-After.
+    Yields (url, limiter counters)."""
     pytest.importorskip("uvicorn")
     from fournil.serve.engine import load_served
     from fournil.serve.server import create_app, running_server
 
-    app = create_app(load_served(smollm2_dir, name=model_name), max_concurrency=1, max_queue=0)
+    app = create_app(load_served(tiny_chat_model_dir), max_concurrency=1, max_queue=0)
     with running_server(app) as url:
         yield url, app.state.generations.limiter
 
 
-def test_an_hf_model_serves_raw_completions_too(busy_server, model_name):
-    url, _ = busy_server
-    response = httpx.post(f"{url}/completions", json={
-        "model": model_name, "prompt": "The capital of France is", "max_tokens": 3,
-        "temperature": 0}, timeout=60)
+@pytest.fixture(scope="module")
+def other_model_dir(tiny_tokenizer_dir, tmp_path_factory):
+    """A tiny random Llama with a chat template of its own: a model that is not fournil's,
+    which `fournil serve` runs through transformers."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("other") / "tiny-llama"
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0)).save_pretrained(folder)
+    shutil.copyfile(tiny_tokenizer_dir / "tokenizer.json", folder / "tokenizer.json")
+    config = json.loads((tiny_tokenizer_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + "
+                               "'\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                               "{{ 'assistant: ' }}{% endif %}")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_an_hf_model_serves_raw_completions_too(other_model_dir):
+    pytest.importorskip("uvicorn")
+    from fournil.serve.engine import load_served
+    from fournil.serve.server import create_app, running_server
+
+    served = load_served(other_model_dir)
+    assert type(served).__name__ == "HFServedModel"
+    with running_server(create_app(served)) as url:
+        response = httpx.post(f"{url}/completions", json={
+            "model": "tiny-llama", "prompt": "Il était une fois", "max_tokens": 3,
+            "temperature": 0}, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["usage"]["completion_tokens"] == 3 and body["choices"][0]["text"].strip()
+    assert body["usage"]["completion_tokens"] == 3 and body["choices"][0]["text"]
 
 
-def test_429_is_retried_after_retry_after(busy_server, model_name):
+def test_429_is_retried_after_retry_after(busy_server):
     url, limiter = busy_server
     rejected = limiter.rejected
-    requests = [_chat(q, temperature=0, max_tokens=4) for q in QUESTIONS[:3]]
-    results = _openai(url, model_name, concurrency=3, max_retries=8).generate(requests)
+    # long enough (~0.2 s each on one thread) that three sent at once meet on the one slot
+    requests = [_chat(q, temperature=0, max_tokens=64) for q in QUESTIONS[:3]]
+    results = _openai(url, TINY, concurrency=3, max_retries=8).generate(requests)
     assert all(r.error is None for r in results), [r.error for r in results]
+    assert [r.completion_tokens for r in results] == [64] * 3
     assert limiter.rejected > rejected  # three at once on a one-slot server
 
 
-def test_requests_are_spread_over_the_base_urls(smollm2_serve, busy_server, model_name):
+def test_requests_are_spread_over_the_base_urls(tiny_serve, busy_server):
     url, limiter = busy_server
     limiter.peak_active = 0
-    before = smollm2_serve.requests(200)
-    gen = _openai([smollm2_serve.url, url], model_name, concurrency=2, max_retries=4)
+    before = tiny_serve.requests(200)
+    gen = _openai([tiny_serve.url, url], TINY, concurrency=2, max_retries=4)
     results = gen.generate([_chat(q, max_tokens=2) for q in QUESTIONS[:4]])
     assert all(r.error is None for r in results), [r.error for r in results]
-    assert smollm2_serve.requests(200) > before and limiter.peak_active == 1
+    assert tiny_serve.requests(200) > before and limiter.peak_active == 1
 
 
 def test_hf_backend_gives_the_servers_greedy_text(smollm2_dir, smollm2_server, model_name):
@@ -162,7 +206,7 @@ def test_hf_backend_gives_the_servers_greedy_text(smollm2_dir, smollm2_server, m
 
 def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
-                        "(pip install 'fournil[llama]'; it compiles llama.cpp)")
+                        "(pip install -e '.[llama]'; it compiles llama.cpp)")
     gen = make_generator(GeneratorConfig(backend="llama_cpp", model=str(smollm2_gguf_path)))
     assert gen.id == f"llama_cpp:{smollm2_gguf_path.name}"
     [result] = gen.generate([GenRequest.from_chat(PARIS, max_tokens=10, temperature=0)])
@@ -171,11 +215,14 @@ def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
 
 # --- without a model -------------------------------------------------------------------------
 
-def test_fournil_models_get_fournils_engine_others_transformers(tiny_tokenizer_dir, smollm2_dir):
+def test_fournil_models_get_fournils_engine_others_transformers(tiny_tokenizer_dir,
+                                                               tiny_chat_model_dir,
+                                                               other_model_dir):
     from fournil.serve.engine import is_fournil_model
     assert is_fournil_model(tiny_tokenizer_dir)  # our ChatML template
-    assert not is_fournil_model(smollm2_dir)
-    assert not is_fournil_model(smollm2_dir / "model.safetensors")
+    assert is_fournil_model(tiny_chat_model_dir)
+    assert not is_fournil_model(other_model_dir)
+    assert not is_fournil_model(other_model_dir / "model.safetensors")
 
 
 def test_serve_verb_names_a_missing_model(tmp_path, capsys):

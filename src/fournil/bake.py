@@ -33,7 +33,8 @@ log = logging.getLogger("fournil")
 def prepare_data(recipe: Recipe, layout: RunLayout) -> None:
     """The data stages: ingest, curate, synth (when the recipe names it), tokenizer, tokenize;
     each skipped when up to date."""
-    run_ingest(recipe.ingest.sources, layout.ingest, recipe.resolve, recipe.ingest.rows_per_shard)
+    run_ingest(recipe.ingest.sources, layout.ingest, recipe.resolve, recipe.ingest.rows_per_shard,
+               strict=recipe.ingest.strict)
     run_curate(layout.ingest, layout.curate, recipe.curate, recipe.ingest.rows_per_shard)
     if "synth" in recipe.stages:
         run_synth(layout.curate, layout.synth, recipe.synth, recipe.seed,

@@ -78,11 +78,13 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     if args.paths:
         sources = [SourceSpec(path=str(Path(p).resolve()), name=args.name, license=args.license,
                               format=args.format, language=args.language,
-                              text_field=args.text_field) for p in args.paths]
+                              text_field=args.text_field, encoding=args.encoding)
+                   for p in args.paths]
     else:
         sources = recipe.ingest.sources
     out = Path(args.out) if args.out else get_layout(args, recipe).ingest
-    _print_json(run_ingest(sources, out, recipe.resolve, recipe.ingest.rows_per_shard)["counts"])
+    _print_json(run_ingest(sources, out, recipe.resolve, recipe.ingest.rows_per_shard,
+                           strict=args.strict or recipe.ingest.strict)["counts"])
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
@@ -320,7 +322,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         model = _served_model_dir(args)
     serve(model, host=args.host, port=args.port,
           max_concurrency=args.max_concurrency, max_queue=args.max_queue,
-          model_name=args.model_name, device=args.device, threads=args.threads)
+          model_name=args.model_name, device=args.device, threads=args.threads,
+          max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -388,13 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="read raw documents into Parquet shards with provenance",
                        description="Read JSONL (.gz/.zst), JSON, Parquet or folders of .txt/.md "
                        "into document shards; licenses are normalised to SPDX ids. Without "
-                       "PATHs the recipe's sources are read.")
+                       "PATHs the recipe's sources are read. A damaged file (truncated, "
+                       "corrupt, unreadable) is rejected with its reason and the run goes on.")
     p.add_argument("paths", nargs="*", help="files or folders to ingest instead of the recipe's")
     p.add_argument("--name", help="source name for PATHs (else the folder's source.toml)")
     p.add_argument("--license", help="license of PATHs, raw or SPDX (else source.toml)")
     p.add_argument("--format", help="auto, jsonl, json, parquet or txt (default: auto)")
     p.add_argument("--language", help="ISO 639-1 code of PATHs")
     p.add_argument("--text-field", help="JSON/Parquet field with the text (default: text)")
+    p.add_argument("--encoding", help="encoding of the text and HTML files of PATHs, e.g. "
+                   "cp1252 (default: BOM, UTF-8, else detected)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first damaged file (truncated, corrupt, unreadable, "
+                   "empty) instead of rejecting it and going on (recipe: ingest.strict)")
     p.add_argument("--out", help="output folder (default <run>/ingest)")
     _common(p)
     p.set_defaults(func=cmd_ingest)
@@ -543,7 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "name from the export manifest, else the folder name)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.add_argument("--threads", type=int, help="CPU threads per generation (default: "
-                   "cores / max-concurrency)")
+                   "the cores this process may use / max-concurrency)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                   help="larger request bodies get a 413 (default 1048576)")
+    p.add_argument("--body-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="a request body not received whole in this time gets a 408 "
+                   "(default 20)")
     _common(p)
     p.set_defaults(func=cmd_serve)
 

@@ -7,6 +7,7 @@ to the recipe file, so a recipe and its data can move together.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import sys
 import types
@@ -43,17 +44,25 @@ class SourceSpec:
     language: str | None = None
     text_field: str | None = None  # unset: the sidecar's, else "text"
     id_field: str | None = None
+    encoding: str | None = None  # text and HTML files: this encoding, not detection
 
     def validate(self, key: str) -> None:
         _check(self.format in (None, "auto", "jsonl", "json", "parquet", "txt", "pdf", "html"),
                f"{key}.format",
                f"unknown format {self.format!r} (auto, jsonl, json, parquet, txt, pdf, html)")
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                _check(False, f"{key}.encoding", f"unknown encoding {self.encoding!r} "
+                       "(e.g. utf-8, cp1252, latin-1, utf-16)")
 
 
 @dataclass
 class IngestConfig:
     sources: list[SourceSpec] = field(default_factory=list)
     rows_per_shard: int = 50_000
+    strict: bool = False  # stop at the first damaged file instead of rejecting it and going on
 
     def validate(self, key: str) -> None:
         _check(len(self.sources) > 0, f"{key}.sources", "at least one source is needed")

@@ -11,12 +11,14 @@ marks that are noise in training text:
 - table rows -> cells joined by ` | `, one row per line; quotes -> `> `; code blocks verbatim.
 
 The bytes are decoded here, not by trafilatura (which guesses from the bytes and ignores the
-page's declaration): a byte order mark wins, then valid UTF-8 (whatever the page claims: a
-stale `iso-8859-1` on a UTF-8 page is common), then the `<meta charset>` / `http-equiv` /
-XML declaration, then windows-1252 (what browsers read `iso-8859-1` and undeclared Western
-pages as).
+page's declaration), by the decoder text files use (charsets.py): a byte order mark wins,
+then an encoding forced for the source, then valid UTF-8 (whatever the page claims: a stale
+`iso-8859-1` on a UTF-8 page is common), then the `<meta charset>` / `http-equiv` / XML
+declaration (`iso-8859-1` and `ascii` read as windows-1252, as browsers do), then detection,
+which takes windows-1252 for Western pages and finds Cyrillic, Greek or CJK ones.
 
-`extract_html` raises `HtmlNoContentError` (`ingest:html_no_content`) or `NotHtmlError`
+`extract_html` raises `HtmlNoContentError` (`ingest:html_no_content`), `HtmlBrokenError`
+(`ingest:html_broken`), `HtmlUndecodableError` (`ingest:undecodable`) or `NotHtmlError`
 (`ingest:binary`), each with a `reason` for the ingest stage's rejected records.
 """
 
@@ -30,15 +32,11 @@ from urllib.parse import urljoin, urlparse
 
 import trafilatura
 
+from fournil.corpus.charsets import WESTERN, UndecodableError, decode, looks_binary
+
 if TYPE_CHECKING:  # trafilatura's trees are lxml's
     from lxml import etree
 
-FALLBACK_ENCODING = "cp1252"
-_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 _DECLARED = re.compile(
     rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)|<\?xml[^>]*?encoding\s*=\s*["']([\w.:-]+)""",
     re.IGNORECASE)
@@ -54,7 +52,19 @@ class HtmlError(ValueError):
 
 
 class HtmlNoContentError(HtmlError):
-    """Empty, unparseable, or nothing left once navigation and boilerplate are removed."""
+    """Empty, or nothing left once navigation and boilerplate are removed."""
+
+
+class HtmlBrokenError(HtmlError):
+    """Not parseable as HTML, or nested too deeply to render."""
+
+    reason = "ingest:html_broken"
+
+
+class HtmlUndecodableError(HtmlError):
+    """Bytes that no encoding reads cleanly (see charsets.py)."""
+
+    reason = "ingest:undecodable"
 
 
 class NotHtmlError(HtmlError):
@@ -74,20 +84,21 @@ class HtmlText:
     language: str | None  # <html lang>, as declared
 
 
-def extract_html(raw: bytes, url: str | None = None) -> HtmlText:
+def extract_html(raw: bytes, url: str | None = None, encoding: str | None = None) -> HtmlText:
     """The main content of the page in `raw` (see the module docstring).
 
     `url` is where the page comes from, when known: relative canonical links resolve
-    against it, and it is the page's URL when the page does not give one.
+    against it, and it is the page's URL when the page does not give one. `encoding`, when
+    given, is used instead of the page's declaration and of detection.
     """
-    if _looks_binary(raw):
+    if looks_binary(raw):
         raise NotHtmlError(f"binary data, not a page (starts with {raw[:16]!r})")
-    html, encoding = decode_html(raw)
+    html, encoding = decode_html(raw, encoding)
     if not html.strip():
         raise HtmlNoContentError("empty file")
     tree = trafilatura.load_html(html)
     if tree is None:
-        raise HtmlNoContentError("not parseable as HTML")
+        raise HtmlBrokenError("not parseable as HTML")
     document = trafilatura.bare_extraction(
         tree, url=url, include_comments=False, include_tables=True, include_formatting=False,
         # No fallback extractors: their "take all the text" baseline turns a page of links
@@ -97,29 +108,21 @@ def extract_html(raw: bytes, url: str | None = None) -> HtmlText:
     try:
         text = render(document.body) if document is not None else ""
     except RecursionError:
-        raise HtmlNoContentError("content nested too deeply to render") from None
+        raise HtmlBrokenError("content nested too deeply to render") from None
     if not text.strip():
         raise HtmlNoContentError("no main content (navigation, forms or scripts only?)")
     return HtmlText(text=text, title=_title(tree), url=_url(tree, url), encoding=encoding,
                     language=(tree.get("lang") or "").strip() or None)
 
 
-def decode_html(raw: bytes) -> tuple[str, str]:
-    """(text, encoding): BOM, else valid UTF-8, else the declared encoding, else cp1252."""
-    for bom, encoding in _BOMS:
-        if raw.startswith(bom):
-            return raw.decode(encoding, "replace"), encoding.removesuffix("-sig")
+def decode_html(raw: bytes, forced: str | None = None) -> tuple[str, str]:
+    """(text, encoding): BOM, forced, valid UTF-8, declared, detected (see charsets.py)."""
     try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    declared = _declared_encoding(raw[:4096])
-    if declared is not None and declared != FALLBACK_ENCODING:
-        try:
-            return raw.decode(declared), declared
-        except (UnicodeError, LookupError):  # wrong declaration, or `charset=base64`
-            pass
-    return raw.decode(FALLBACK_ENCODING, "replace"), FALLBACK_ENCODING
+        decoded = decode(raw, forced=forced, declared=_declared_encoding(raw[:4096]))
+    except UndecodableError as e:
+        error = NotHtmlError if e.reason == NotHtmlError.reason else HtmlUndecodableError
+        raise error(str(e)) from None
+    return decoded.text, decoded.encoding
 
 
 def _declared_encoding(head: bytes) -> str | None:
@@ -131,18 +134,9 @@ def _declared_encoding(head: bytes) -> str | None:
         name = codecs.lookup(label).name
     except LookupError:
         return None
-    if name.replace("-", "_") in _AS_CP1252 or name.startswith("utf"):  # UTF-8 failed above
-        return FALLBACK_ENCODING
-    return name
-
-
-def _looks_binary(raw: bytes) -> bool:
-    """NUL bytes or many control characters early on; UTF-16/32 pages (BOM) are text."""
-    if raw.startswith(tuple(bom for bom, _ in _BOMS)):
-        return False
-    head = raw[:8192]
-    controls = sum(1 for b in head if b < 32 and b not in b"\t\n\r\f\x1b")
-    return b"\0" in head or controls > 0.05 * len(head)
+    if name.startswith("utf"):  # UTF-8 failed already, and UTF-16/32 pages have a BOM
+        return None
+    return WESTERN if name.replace("-", "_") in _AS_CP1252 else name
 
 
 def _title(tree: etree._Element) -> str | None:

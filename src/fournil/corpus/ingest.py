@@ -2,14 +2,22 @@
 
 Output (`<out_dir>/`): `documents/part-*.parquet` (DOC_SCHEMA), `rejected/part-*.parquet`
 (the record plus `stage` and `reason`) and `manifest.json`, whose counts add up exactly:
-`kept + sum(rejected.values()) == read`. A whole-file problem raises `IngestError` and the
-stage is not committed: its `.partial` folder is never taken as output and is cleared by the
-next start.
+`kept + sum(rejected.values()) == read`, where a damaged file counts as one read record (its
+damage), beside the records read from it before the damage.
+
+A damaged file (truncated, corrupt, unreadable, empty: see readers.py) does not stop the
+stage: the manifest lists each (`damaged_files`: source, file, reason, error, where, and the
+records read and kept from it before the damage) and the stage ends by logging that list.
+With `strict`, the first damaged file stops the stage instead, with an `IngestError` naming
+it. A configuration error (missing path, unknown format or encoding, bad source.toml, a text
+field no record has) always raises `IngestError`. A stage that raises is not committed: its
+`.partial` folder is never taken as output and is cleared by the next start.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -17,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fournil.corpus.readers import IngestError, Read, read_source, resolve_source
+from fournil.corpus.readers import IngestError, Read, Source, read_source, resolve_source
 from fournil.corpus.shards import ShardWriter
 from fournil.provenance.licenses import UNKNOWN
 from fournil.provenance.records import DOC_SCHEMA, make_record, rejected_schema
@@ -30,10 +38,12 @@ __all__ = ["IngestError", "run_ingest"]
 
 
 def run_ingest(sources: list[SourceSpec], out_dir: Path, resolve: Callable[[str], Path],
-               rows_per_shard: int = 50_000) -> dict:
+               rows_per_shard: int = 50_000, strict: bool = False) -> dict:
     """Read every source into `out_dir`; skipped when inputs and parameters are unchanged.
 
     `resolve` turns a recipe path into a file system path (relative to the recipe).
+    `strict` stops at the first damaged file rather than rejecting it; it is a check, not a
+    parameter of the output, so an up-to-date output that lists damaged files fails it too.
     Returns the stage manifest.
     """
     resolved = [resolve_source(spec, resolve(spec.path)) for spec in sources]
@@ -43,9 +53,12 @@ def run_ingest(sources: list[SourceSpec], out_dir: Path, resolve: Callable[[str]
                           "rows_per_shard": rows_per_shard})
     manifest = stage.done()  # same inputs and parameters: nothing to do
     if manifest is not None:
+        if strict and manifest.get("damaged_files"):
+            raise IngestError(_strict_message(manifest["damaged_files"][0]))
         return manifest
     partial = stage.start()
     counts = _Counts()
+    damage = _Damage()
     warned: set[tuple[str, str | None]] = set()
     with ShardWriter(partial / "documents", DOC_SCHEMA, rows_per_shard=rows_per_shard) as docs, \
             ShardWriter(partial / "rejected", rejected_schema(),
@@ -55,16 +68,54 @@ def run_ingest(sources: list[SourceSpec], out_dir: Path, resolve: Callable[[str]
             bar.set_postfix_str(source.name)
             for read in read_source(source):
                 _warn_license(read, warned)
+                if read.damaged:
+                    entry = damage.add(source, read)
+                    if strict:
+                        raise IngestError(_strict_message(entry))
                 reason = read.reason or counts.duplicate(read.record["id"])
                 if reason is None:
                     docs.write(make_record(**read.record))
                 else:
                     rejected.write({**read.record, "stage": "ingest", "reason": reason})
                 counts.add(source.name, read.record, reason)
+                damage.count(read.file, kept=reason is None)
                 bar.update()
-    manifest = stage.finish(counts.to_dict(), sources=[s.describe() for s in resolved])
-    _log_summary(manifest["counts"])
+    manifest = stage.finish(counts.to_dict(), sources=[s.describe() for s in resolved],
+                            damaged_files=damage.files)
+    _log_summary(manifest["counts"], manifest["damaged_files"])
     return manifest
+
+
+class _Damage:
+    """The damaged files, with what was read and kept of each before its damage."""
+
+    def __init__(self) -> None:
+        self.files: list[dict] = []
+        self._file: Path | None = None  # the file being read: its records come one after another
+        self._read, self._kept = 0, 0
+
+    def count(self, file: Path, kept: bool) -> None:
+        if file != self._file:
+            self._file, self._read, self._kept = file, 0, 0
+        self._read += 1
+        self._kept += kept
+
+    def add(self, source: Source, read: Read) -> dict:
+        before = (self._read, self._kept) if read.file == self._file else (0, 0)
+        meta = json.loads(read.record["meta"])
+        entry = {"source": source.name, "file": source.relative(read.file),
+                 "path": str(read.file), "reason": read.reason, "error": read.error,
+                 **{k: meta[k] for k in ("line", "row") if k in meta},
+                 "records_before": before[0], "kept_before": before[1]}
+        self.files.append(entry)
+        return entry
+
+
+def _strict_message(entry: dict) -> str:
+    where = "".join(f": {k} {entry[k]}" for k in ("line", "row") if k in entry)
+    return (f"{entry['path']}{where}: damaged file ({entry['reason']}: {entry['error']}); "
+            "strict ingest stops at the first damaged file (drop --strict / ingest.strict to "
+            "reject it and go on)")
 
 
 class _Counts:
@@ -128,6 +179,12 @@ def _warn_license(read: Read, warned: set[tuple[str, str | None]]) -> None:
                     read.where, read.license_raw, UNKNOWN)
 
 
-def _log_summary(counts: dict) -> None:
+def _log_summary(counts: dict, damaged: list[dict]) -> None:
     rejected = ", ".join(f"{k}: {v}" for k, v in counts["rejected"].items()) or "none"
     log.info("ingest: %d read, %d kept, rejected: %s", counts["read"], counts["kept"], rejected)
+    if damaged:
+        lines = [f"  {d['path']}" + "".join(f": {k} {d[k]}" for k in ("line", "row") if k in d)
+                 + f": {d['reason']}: {d['error']} ({d['kept_before']} record(s) kept before)"
+                 for d in damaged]
+        log.warning("ingest: %d damaged file(s), rejected with their reason (see "
+                    "manifest.json damaged_files):\n%s", len(damaged), "\n".join(lines))

@@ -16,13 +16,14 @@ its cause, rather than a hang or a bare traceback from a worker.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 from tqdm import tqdm
+
+from fournil.cores import available_cores
 
 
 class TaskError(RuntimeError):
@@ -31,13 +32,6 @@ class TaskError(RuntimeError):
     def __init__(self, index: int, label: str, cause: BaseException):
         self.index, self.label = index, label
         super().__init__(f"task {index} ({label}) failed: {type(cause).__name__}: {cause}")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (respects `taskset` and container CPU sets)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _label(task: Any) -> str:

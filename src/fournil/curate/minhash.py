@@ -1,20 +1,31 @@
 """Near-duplicate detection: MinHash signatures, LSH banding, clusters with one keeper each.
 
-A document becomes the set of its word n-grams (shingles). Words are casefolded runs of
-word characters (`\\w+`), so changes of case, punctuation or whitespace do not break matching.
-Each shingle is hashed once to 32 bits; `bands * rows` universal hash functions permute those
-ids and the signature keeps each function's minimum. Two documents agree on one signature
-value with probability equal to the Jaccard similarity of their shingle sets.
+A document becomes a set of shingles, each hashed to 64 bits, and then a signature of
+`bands * rows` 32-bit values; two documents agree on one signature value with probability
+equal to the Jaccard similarity of their shingle sets. Two kinds of shingles:
+
+- `letters` (the default): k-grams of the document's OCR skeleton (`normalize.ocr_letters`:
+  letters and digits only, casefolded; accents, spacing and OCR look-alikes folded), so that
+  two scans of one book, whose texts differ in 2-5% of their characters, still share most
+  shingles.
+  A document has ~5x more letter shingles than words, so the signature is a one-permutation
+  MinHash (Li, Owen & Zhang 2012): one hash per shingle, its high bits pick one of
+  `bands * rows` bins and the bin keeps its lowest low bits; empty bins borrow a filled
+  one's value by "optimal densification" (Shrivastava 2017), which keeps every value an
+  unbiased Jaccard estimate. The cost is one pass over the shingles, whatever `bands * rows`.
+- `words`: casefolded word n-grams (datatrove's shingles), each hashed with xxh3 and then
+  permuted by `bands * rows` universal hash functions, keeping each function's minimum
+  (the classic k-permutation MinHash; its cost grows with shingles x permutations).
 
 `find_duplicates` groups documents whose signatures agree on a whole band (`rows` values):
-that happens with probability `1 - (1 - J^rows)^bands`, a steep S-curve around
-`(1/bands)^(1/rows)` (0.72 for datatrove's 14 x 8). Candidate pairs can be checked against
-the full signature (`verify_threshold`), then union-find clusters keep their first document
-in input order; every other member is dropped with `dup_of` = that keeper.
+that happens with probability `1 - (1 - J^rows)^bands`, an S-curve around
+`(1/bands)^(1/rows)`. Candidate pairs are then checked against the full signature
+(`verify_threshold`, the share of agreeing values: an estimate of their Jaccard similarity),
+which removes pairs the loose bands let in; union-find clusters keep their first document in
+input order, and every other member is dropped with `dup_of` = that keeper.
 
-Everything is numpy over whole arrays (the only Python loop is one hash call per word), and
-the LSH step is sort-based, so ~1M documents fit one machine: signatures take
-`4 * bands * rows` bytes per document (448 MB for 1M at 14 x 8).
+Everything is numpy over whole arrays, and the LSH step is sort-based, so ~1M documents fit
+one machine: signatures take `4 * bands * rows` bytes per document.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 import xxhash
 
+from fournil.curate.normalize import ocr_letters
 from fournil.validation import check as _check
 
 # letters, digits and underscores of any script; punctuation and spaces separate words
@@ -36,20 +48,46 @@ EMPTY = np.uint32(0xFFFFFFFF)
 _BLOCK = 2048
 _MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_UNFILLED = np.uint64(1 << 32)  # above every 32-bit value: a bin no shingle fell into
+SHINGLES = ("letters", "words")
 
 
 @dataclass
 class NearDedupConfig:
-    """MinHash + LSH near-duplicate removal (the `curate.near_dedup` recipe section)."""
+    """MinHash + LSH near-duplicate removal (the `curate.near_dedup` recipe section).
+
+    The defaults are what bench/near_dup_bench.py measured on planted copies of the kind OCR'd
+    collections hold (2-5% of characters misread, page furniture, paragraphs swapped at page
+    breaks, cut 70-90% the same, word edits, combinations) and hard negatives (chapters of
+    one book, texts quoting one passage, short documents with one notice): every planted
+    pair found and no hard-negative pair merged, where the defaults before (datatrove's word
+    5-grams, 14 x 8, no check) found 55% and no copy with 3% of its characters misread.
+    bench/README.md has the table and the alternatives tried.
+    """
 
     enabled: bool = True
-    shingle_size: int = 5  # words per shingle
-    bands: int = 14  # LSH bands (datatrove: 14 x 8)
-    rows: int = 8  # signature values per band
+    # "letters": k-grams of the OCR skeleton, one-permutation MinHash (see the module
+    # docstring); "words": word n-grams, k-permutation MinHash (datatrove's). Word 5-grams
+    # cannot survive OCR noise: a 25-character shingle is intact at 3% noise with p ~0.47
+    shingles: str = "letters"
+    # letters (or words) per shingle. Measured: 6 to 8 letters found every planted pair; 5
+    # made 8x as many LSH candidates (4.0 pairs per document, against 0.49 at 8: distinct
+    # texts share short k-grams); 10 and 12 lost 8% and 41% of the copies scanned twice at 5%
+    shingle_size: int = 8
+    # LSH: candidates from Jaccard ~(1/bands)^(1/rows) = 0.25. The OCR'd copies' Jaccard is
+    # 0.4-0.9: 14 x 8 (knee 0.72) found 78% of the planted pairs, 20 x 5 (0.55) 95%, 40 x 3
+    # and 64 x 3 all of them, 32 x 4 99.4%; 96 x 2 too, with 2.5x the candidates
+    bands: int = 64
+    rows: int = 3  # signature values per band
     seed: int = 1  # of the hash functions: signatures only compare under the same seed
     # candidate pairs must also agree on this share of the full signature (an estimate of
-    # their Jaccard similarity); None keeps every LSH candidate
-    verify_threshold: float | None = None
+    # their Jaccard similarity); None keeps every LSH candidate. Loose bands need it: 64 x 3
+    # unchecked merged 83 hard-negative pairs (precision 0.92); at 0.30 and 0.35, 4 and 1
+    # pairs of short documents ending with one notice; at 0.45 one planted pair was lost.
+    # Planted pairs agreed on >= 0.40 (1st percentile 0.46), hard negatives on <= 0.37
+    # (99th percentile 0.34); 192 values make the estimate's spread ~0.035 at J = 0.35
+    verify_threshold: float | None = 0.40
 
     @property
     def num_perm(self) -> int:
@@ -61,6 +99,8 @@ class NearDedupConfig:
         return (1 / self.bands) ** (1 / self.rows)
 
     def validate(self, key: str) -> None:
+        _check(self.shingles in SHINGLES, f"{key}.shingles",
+               f"must be one of {', '.join(SHINGLES)}, got {self.shingles!r}")
         _check(self.shingle_size >= 1, f"{key}.shingle_size", "must be >= 1")
         _check(self.bands >= 1, f"{key}.bands", "must be >= 1")
         _check(self.rows >= 1, f"{key}.rows", "must be >= 1")
@@ -99,6 +139,20 @@ def shingle_ids(text: str, shingle_size: int) -> np.ndarray:
     return _fmix64(ids) >> np.uint64(32)
 
 
+def letter_shingle_hashes(text: str, shingle_size: int, seed: int) -> np.ndarray:
+    """64-bit hashes of the k-grams of `text`'s OCR skeleton (k = `shingle_size` letters);
+    a skeleton shorter than k is one shingle, a text without letters has none."""
+    letters = ocr_letters(text).astype(np.uint64)
+    if letters.size == 0:
+        return np.empty(0, np.uint64)
+    n = min(shingle_size, letters.size)
+    m = letters.size - n + 1
+    ids = letters[:m].copy()
+    for k in range(1, n):  # order-sensitive polynomial over the k code points
+        ids = ids * _POLY + letters[k:k + m]
+    return _fmix64(ids ^ _salt(seed, 1))
+
+
 @lru_cache(maxsize=16)
 def _permutations(seed: int, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -107,15 +161,61 @@ def _permutations(seed: int, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _salt(seed: int, purpose: int) -> np.uint64:
+    """A 64-bit constant per (seed, purpose): different seeds give unrelated hashes."""
+    return _fmix64(np.array([seed << 8 | purpose], np.uint64))[0]
+
+
+def _bin_of(h: np.ndarray, num_bins: int) -> np.ndarray:
+    """A bin in [0, num_bins) from the high 32 bits of 64-bit hashes (multiply-shift, no
+    modulo bias worth the name)."""
+    return ((h >> np.uint64(32)) * np.uint64(num_bins)) >> np.uint64(32)
+
+
+def _one_permutation(h: np.ndarray, num_bins: int, seed: int) -> np.ndarray:
+    """One-permutation MinHash of 64-bit shingle hashes, densified: `num_bins` uint64 values.
+
+    A bin that no shingle fell into takes the value of another bin, chosen by hashing (the
+    empty bin, the attempt number, the seed) until a filled one comes up: the choice depends
+    on which bins are filled, not on the document, so two documents copy from the same bin
+    whenever their filled bins agree, and each value stays equal for two documents with
+    probability equal to their Jaccard similarity (Shrivastava 2017, "Optimal
+    densification for fast and accurate minwise hashing").
+    """
+    values = np.full(num_bins, _UNFILLED, np.uint64)
+    np.minimum.at(values, _bin_of(h, num_bins).astype(np.intp), h & _LOW32)
+    filled = values != _UNFILLED
+    empty = np.flatnonzero(~filled)
+    if filled.sum() == 1:  # every attempt ends on the one filled bin
+        values[empty] = values[filled][0]
+        return values
+    salt = _salt(seed, 2)
+    attempt = np.uint64(0)
+    while empty.size:
+        attempt += np.uint64(1)
+        key = ((empty.astype(np.uint64) << np.uint64(32)) + attempt) ^ salt
+        source = _bin_of(_fmix64(key), num_bins).astype(np.intp)
+        hit = filled[source]
+        values[empty[hit]] = values[source[hit]]
+        empty = empty[~hit]
+    return values
+
+
 def signature(text: str, config: NearDedupConfig) -> np.ndarray:
     """The MinHash signature of `text`: `config.num_perm` uint32 values.
 
-    The permutations are multiply-add-shift hashes, `((a*x + b) mod 2^64) >> 32` with odd
-    random 64-bit `a` and 32-bit `x`: a strongly universal family (Dietzfelbinger 1996) that
-    costs one multiply and one add in wrapping uint64 arithmetic, where `(a*x + b) mod p`
-    would need 128-bit products or a slow 64-bit modulo. The shift commutes with the minimum,
-    so it is applied once per signature, not once per shingle.
+    Letter shingles: `_one_permutation` over their 64-bit hashes. Word shingles: multiply-
+    add-shift permutations, `((a*x + b) mod 2^64) >> 32` with odd random 64-bit `a` and 32-bit
+    `x`: a strongly universal family (Dietzfelbinger 1996) that costs one multiply and one add
+    in wrapping uint64 arithmetic, where `(a*x + b) mod p` would need 128-bit products or a
+    slow 64-bit modulo. The shift commutes with the minimum, so it is applied once per
+    signature, not once per shingle.
     """
+    if config.shingles == "letters":
+        h = letter_shingle_hashes(text, config.shingle_size, config.seed)
+        if h.size == 0:
+            return np.full(config.num_perm, EMPTY, np.uint32)
+        return _one_permutation(h, config.num_perm, config.seed).astype(np.uint32)
     ids = shingle_ids(text, config.shingle_size)
     if ids.size == 0:
         return np.full(config.num_perm, EMPTY, np.uint32)

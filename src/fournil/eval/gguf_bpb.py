@@ -8,13 +8,13 @@ engine computing the logits differs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fournil.cores import available_cores
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
@@ -25,8 +25,7 @@ def default_threads() -> int:
     llama-cpp-python's defaults put batches on every core and count the host's cores, not
     the process's; llama.cpp's workers spin while they wait, so on a busy or shared machine
     too many threads run many times slower (a hundredfold measured on 2 busy cores)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (usable or 2) // 2)
+    return max(1, available_cores() // 2)
 
 
 class LlamaCppLogits(nn.Module):
@@ -40,7 +39,7 @@ class LlamaCppLogits(nn.Module):
             from llama_cpp import Llama
         except ImportError as e:
             raise ModuleNotFoundError("running GGUF files needs llama-cpp-python: pip install "
-                                      "llama-cpp-python (fournil's dev extra has it)") from e
+                                      "llama-cpp-python (pip install -e '.[llama]')") from e
 
         path = Path(path)
         if not path.exists():

@@ -214,8 +214,8 @@ def load_hf_model(path: str | Path, device: str = "cpu") -> tuple:
                            "extra: pip install 'fournil[hf]'") from e
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
-        folder, extra = path.parent, {"gguf_file": path.name}
-    elif path.is_dir() and (path / "config.json").exists():
+        return _load_gguf(path, device)
+    if path.is_dir() and (path / "config.json").exists():
         folder, extra = path, {}
     else:
         raise FileNotFoundError(f"{path}: neither a model folder with a config.json nor a "
@@ -225,6 +225,32 @@ def load_hf_model(path: str | Path, device: str = "cpu") -> tuple:
         raise ValueError(f"{path}: the tokenizer has no chat template, so chats cannot be "
                          "rendered the way the model expects (use a chat/instruct model)")
     model = AutoModelForCausalLM.from_pretrained(folder, **extra)
+    model.to(pick_device(device)).eval()
+    return model, tokenizer
+
+
+def _load_gguf(path: Path, device: str) -> tuple:
+    """A .gguf through transformers, read from the file alone: transformers would take the
+    tokenizer files of the folder it sits in (a fournil export's, beside its GGUFs) over the
+    GGUF's, and it does not read qwen3's head_dim, which fournil's models set freely."""
+    import tempfile
+
+    import gguf
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    fields = gguf.GGUFReader(path).fields
+    arch = fields["general.architecture"].contents()
+    head_dim = fields.get(f"{arch}.attention.key_length")
+    with tempfile.TemporaryDirectory() as alone:
+        (Path(alone) / path.name).symlink_to(path.resolve())
+        tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=path.name)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"{path}: the tokenizer has no chat template, so chats cannot be "
+                             "rendered the way the model expects (use a chat/instruct model)")
+        config = AutoConfig.from_pretrained(alone, gguf_file=path.name)
+        if head_dim is not None and hasattr(config, "head_dim"):
+            config.head_dim = int(head_dim.contents())
+        model = AutoModelForCausalLM.from_pretrained(alone, gguf_file=path.name, config=config)
     model.to(pick_device(device)).eval()
     return model, tokenizer
 
@@ -294,9 +320,14 @@ class HFServedModel:
         return list(self.hf_tokenizer(prompt)["input_ids"])
 
     def encode_chat(self, messages: Sequence[dict]) -> list[int]:
-        ids = self.hf_tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
-                                                    return_dict=False)
-        return list(ids)
+        ids = list(self.hf_tokenizer.apply_chat_template(list(messages),
+                                                         add_generation_prompt=True,
+                                                         return_dict=False))
+        bos = self.hf_tokenizer.bos_token_id
+        if getattr(self.hf_tokenizer, "add_bos_token", False) and bos is not None and (
+                not ids or ids[0] != bos):
+            ids.insert(0, bos)  # as llama.cpp does for a GGUF that says add_bos_token
+        return ids
 
     def complete(self, prompt_ids: list[int], sampling: Sampling,
                  cancel: threading.Event | None = None) -> Completion:

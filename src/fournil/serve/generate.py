@@ -24,6 +24,9 @@ def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
                          f"top_k={top_k} (>= 0), top_p={top_p} (in (0, 1])")
 
 
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 0.8, top_k: int = 0,
                 top_p: float = 1.0, generator: torch.Generator | None = None) -> int:
     """One token id from next-token logits [vocab]. temperature 0 is greedy; top_k keeps the k
@@ -31,7 +34,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.8, top_k: int = 0,
     probabilities add up to at least top_p (nucleus sampling; 1 = all)."""
     _check_sampling(temperature, top_k, top_p)
     logits = logits.float()
-    if temperature == 0:
+    # In float32 a temperature this small is greedy in all but overflow (vLLM's rule)
+    if temperature < GREEDY_BELOW_TEMPERATURE:
         return int(logits.argmax())
     logits = logits / temperature
     if 0 < top_k < logits.size(-1):
@@ -42,6 +46,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.8, top_k: int = 0,
         sorted_probs = sorted_logits.softmax(-1)
         # drop a token when the more likely ones already reach top_p; the top one always stays
         drop_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        drop_sorted[0] = False  # a top_p that rounds to 0 in float32 must not drop it too
         drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)

@@ -15,8 +15,26 @@ implement (n > 1, penalties, logprobs, ...) are accepted at their neutral value 
 Concurrency is bounded: at most `max_concurrency` generations run at once, each in a worker
 thread so the event loop keeps answering; up to `max_queue` more requests wait for a slot
 (as long as it takes, in arrival order), and a request beyond that gets a 429 at once with a
-`Retry-After` header, rather than queueing unboundedly. A streaming client that disconnects
-stops its generation at the next token.
+`Retry-After` header, rather than queueing unboundedly. A client that disconnects, streaming
+or not, stops its generation at the next token and frees its slot.
+
+What one client can make the server hold is bounded too, so that malformed, oversized or
+slow requests cost a rejection and never the server (`bench/serve_abuse.py` sends a
+thousand such requests and measures this):
+
+- `max_body_bytes` (default 1 MiB, far above any prompt that fits a small model's context):
+  a larger body gets a 413, from its Content-Length before any of it is read, or, for a
+  chunked body with no length, as soon as the bytes read pass the limit; the server never
+  holds more than the limit.
+- `body_timeout_s` (default 20 s: 1 MiB at 0.4 Mbit/s): a body that has not arrived whole
+  within this time after the request's head gets a 408, so a client trickling its body
+  cannot hold a connection forever. 413 and 408 close the connection (the rest of the body
+  was never read).
+- `head_timeout_s` (default 10 s, `fournil.serve.protocol`): a connection whose request head
+  is not complete in time is closed; a head over 16 KiB gets a 400 (h11's limit).
+
+Text that is not Unicode (a lone UTF-16 surrogate escape such as `"\\ud800"`) and JSON
+nested too deeply to parse get a 400 like any other invalid body.
 """
 
 from __future__ import annotations
@@ -26,7 +44,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -40,16 +57,19 @@ import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fournil.cores import available_cores
 from fournil.serve.chatml import ROLES
 from fournil.serve.engine import Completion, Sampling, ServedModel, load_served
+from fournil.serve.protocol import HEAD_TIMEOUT_S, with_head_timeout
 
 log = logging.getLogger("fournil.serve")
 
 MAX_BODY_BYTES = 1 << 20  # far above any prompt that fits a small model's context
+BODY_TIMEOUT_S = 20.0  # a 1 MiB body at 0.4 Mbit/s
 MAX_STOP_STRINGS = 4  # as OpenAI
 
 # Parameters OpenAI defines that fournil accepts only at the value that changes nothing.
@@ -80,7 +100,89 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"Retry-After": "1"} if self.status == 429 else None
+        if self.status in (408, 413):  # the rest of the body is unread: the connection is done
+            headers = {"Connection": "close"}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+# --- reading the body -----------------------------------------------------------------------
+
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The raw body, read as it arrives and never past `max_bytes` (413), within `timeout_s`
+    of the request's head (408). A declared Content-Length over the limit is refused before
+    any byte is read; a chunked body is cut off as soon as it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise APIError(413, f"request body of {declared} bytes is over the limit of "
+                       f"{max_bytes}", None, "request_too_large")
+    chunks: list[bytes] = []
+    size = 0
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise APIError(413, f"request body over the limit of {max_bytes} bytes (read "
+                               f"up to {size} bytes, then stopped)", None, "request_too_large")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s "
+                       f"({size} bytes received)", None, "request_timeout") from None
+    return b"".join(chunks)
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """The body as a JSON object; anything else (including text that is not Unicode) is a 400
+    naming what is wrong."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:  # json's C parser recurses once per nesting level
+        raise APIError(400, "the request body is not valid JSON: nested too deeply", None,
+                       "invalid_json") from None
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8/16/32
+        raise APIError(400, f"the request body is not valid JSON: {e}", None,
+                       "invalid_json") from e
+    if not isinstance(body, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {_json(body)}",
+                       None, "invalid_json")
+    if (where := _lone_surrogate(body)) is not None:
+        name = where or "a field name"
+        raise APIError(400, f"the request body is not valid JSON text: {name} holds a lone "
+                       "UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), which is not "
+                       "a Unicode character", where or None, "invalid_json")
+    return body
+
+
+def _lone_surrogate(value: object) -> str | None:
+    """Where in a parsed JSON value a string holds a lone surrogate: its path, like
+    `messages[0].content`, or "" if it is a field name; None if none does. JSON's `\\ud800`
+    escapes parse to such strings, which no tokenizer or UTF-8 encoder accepts."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:  # a loop, not recursion: the value may be nested a thousand deep
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if _has_surrogate(v):
+                return path
+        elif isinstance(v, dict):
+            for key, item in v.items():
+                if _has_surrogate(key):
+                    return ""
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # --- request validation ---------------------------------------------------------------------
@@ -389,34 +491,32 @@ class _Kind:
                 "finish_reason": finish_reason}
 
 
-def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 16
+async def _cancel_when_client_leaves(request: Request, completion: Completion) -> None:
+    """Waits for the client to disconnect, then stops its generation. Only once the body is
+    read: after it, the next ASGI message is the disconnect (or the end of our response)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    completion.cancel.set()
+
+
+def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 16,
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S
                ) -> Starlette:
     """The ASGI app serving `served`. `app.state.generations` holds the limiter and counters
-    (active, waiting, peak_active, rejected, cancelled)."""
+    (active, waiting, peak_active, rejected, cancelled). A request body over `max_body_bytes`
+    gets a 413, one not read whole within `body_timeout_s` a 408 (see the module's doc)."""
+    if max_body_bytes < 1 or not body_timeout_s > 0:
+        raise ValueError(f"max_body_bytes must be >= 1 and body_timeout_s > 0, got "
+                         f"{max_body_bytes} and {body_timeout_s}")
     generations = Generations(max_concurrency, max_queue)
-
-    async def read_body(request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise APIError(413, f"request body of {declared} bytes is over the limit of "
-                           f"{MAX_BODY_BYTES}", None, "request_too_large")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise APIError(413, f"request body of {len(raw)} bytes is over the limit of "
-                           f"{MAX_BODY_BYTES}", None, "request_too_large")
-        try:
-            body = json.loads(raw)
-        except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8/16/32
-            raise APIError(400, f"the request body is not valid JSON: {e}", None,
-                           "invalid_json") from e
-        if not isinstance(body, dict):
-            raise APIError(400, f"the request body must be a JSON object, got {_json(body)}",
-                           None, "invalid_json")
-        return body
 
     async def generate(request: Request, kind: _Kind) -> Response:
         try:
-            body = await read_body(request)
+            try:
+                raw = await read_body(request, max_body_bytes, body_timeout_s)
+            except ClientDisconnect:  # gone mid-body: nobody will read an answer
+                return Response(status_code=400)
+            body = parse_json_body(raw)
             parse = parse_chat_request if kind.chat else parse_completion_request
             req = parse(body, served)
             completion = served.complete(req.prompt_ids, req.sampling)
@@ -428,11 +528,13 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
         rid, created = f"{kind.prefix}-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": kind.object, "created": created, "model": served.name}
         if not req.stream:
+            watcher = asyncio.create_task(_cancel_when_client_leaves(request, completion))
             try:
                 text = "".join([piece async for piece in _pieces(queue)])
             except APIError as e:
                 return e.response()
             finally:
+                watcher.cancel()
                 completion.cancel.set()  # a no-op once done; stops it if this task is torn down
             return JSONResponse({**head, "choices": [kind.choice(text, completion.finish_reason)],
                                  "usage": _usage(completion)})
@@ -480,7 +582,8 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
     async def health(request: Request) -> Response:
         lim = generations.limiter
         return JSONResponse({"status": "ok", "model": served.name, "active": lim.active,
-                             "waiting": lim.waiting})
+                             "waiting": lim.waiting, "rejected": lim.rejected,
+                             "cancelled": generations.cancelled})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -524,35 +627,42 @@ def _warn_if_exposed(host: str) -> None:
 
 
 def cpu_threads(max_concurrency: int, threads: int | None = None) -> int:
-    """Intra-op threads for CPU generation: the cores shared out between the generations
-    that run at once. Oversubscribing costs a lot: on a busy 2-core machine, a token of the
-    smoke model took 5-8x longer with 2 threads than with 1 (`--threads` overrides)."""
-    return threads or max(1, (os.cpu_count() or 1) // max_concurrency)
+    """Intra-op threads for CPU generation: the cores this process may use (its CPU
+    affinity, not the host's count) shared out between the generations that run at once.
+    Oversubscribing costs a lot: on a busy 2-core machine, a token of the smoke model took
+    5-8x longer with 2 threads than with 1 (`--threads` overrides)."""
+    return threads or max(1, available_cores() // max_concurrency)
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           max_concurrency: int = 1, max_queue: int = 16, model_name: str | None = None,
-          device: str = "cpu", threads: int | None = None) -> None:
+          device: str = "cpu", threads: int | None = None,
+          max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
+          head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
     """Loads the model (a fournil export or checkpoint, any transformers causal LM folder
     with a chat template, or a .gguf file) and serves it until interrupted."""
     torch.set_num_threads(cpu_threads(max_concurrency, threads))
     served = load_served(model_dir, name=model_name, device=device)
-    app = create_app(served, max_concurrency, max_queue)
+    app = create_app(served, max_concurrency, max_queue, max_body_bytes, body_timeout_s)
     _warn_if_exposed(host)
     log.info("serving %s (%s, context %d) on http://%s:%d/v1", served.name, model_dir,
              served.max_seq_len, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    # h11 with a deadline on request heads (fournil.serve.protocol)
+    uvicorn.run(app, host=host, port=port, http=with_head_timeout(head_timeout_s),
+                log_level="info", timeout_graceful_shutdown=5)
 
 
 @contextlib.contextmanager
-def running_server(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def running_server(app: Starlette, host: str = "127.0.0.1", port: int = 0,
+                   head_timeout_s: float = HEAD_TIMEOUT_S) -> Iterator[str]:
     """Serves `app` from a background thread (port 0: a free one) and yields its base URL,
     e.g. `http://127.0.0.1:54321/v1`; stops the server on exit. For tests, benches and
-    notebooks."""
+    notebooks; configured as `fournil serve` is."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, http=with_head_timeout(head_timeout_s),
+                                           log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -22,7 +22,8 @@ from fournil.synth.extract import words
 
 # short texts (a question and a one-line answer): 3-word shingles, a lower threshold than
 # curation's document-level dedup
-NEAR_DUP = NearDedupConfig(shingle_size=3, bands=16, rows=8, verify_threshold=0.7)
+NEAR_DUP = NearDedupConfig(shingles="words", shingle_size=3, bands=16, rows=8,
+                           verify_threshold=0.7)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
