@@ -105,9 +105,9 @@ def _isolate(cores: list[int], work: Path) -> None:
 
 def run_fournil(input_dir: Path, work: Path, cores: list[int]) -> dict:
     _isolate(cores, work)
-    from fournil.corpus.ingest import run_ingest
-    from fournil.corpus.shards import iter_records
+    from fournil.core.shards import iter_records
     from fournil.curate.stage import run_curate
+    from fournil.ingest.stage import run_ingest
     from fournil.recipe import CurateConfig, SourceSpec
 
     config = CurateConfig()  # the defaults: every filter, PII, exact and near dedup

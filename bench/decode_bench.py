@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from fournil.export.gguf import export_gguf  # noqa: E402
-from fournil.serve.generate import iter_tokens, load_for_generation  # noqa: E402
+from fournil.model.generate import iter_tokens, load_for_generation  # noqa: E402
 
 DTYPES = ("f32", "f16", "q8_0", "q4_0")  # f32 first: the like-for-like row
 OURS = "fournil generate (PyTorch, float32)"

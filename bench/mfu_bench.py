@@ -44,13 +44,13 @@ def main() -> None:
         parser.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
 
     from fournil.bake import prepare_data
-    from fournil.layout import RunLayout
+    from fournil.core.device import pick_device
+    from fournil.core.layout import RunLayout
+    from fournil.pretrain.stage import run_pretrain
     from fournil.recipe import load_recipe
     from fournil.tokenizer.train import load_tokenizer
-    from fournil.train.device import pick_device
     from fournil.train.flops import bf16_peak_flops
     from fournil.train.memory import estimate_memory
-    from fournil.train.pretrain import run_pretrain
 
     recipe = load_recipe(args.recipe)
     p = recipe.pretrain

@@ -304,9 +304,9 @@ def run_curate_once(input_dir: Path, work: Path, near: dict, core: int) -> dict:
     log = open(work / "stderr.log", "w")  # noqa: SIM115 - open for the process's lifetime
     os.dup2(log.fileno(), 2)
     sys.stderr = log
-    from fournil.corpus.ingest import run_ingest
-    from fournil.corpus.shards import iter_records
+    from fournil.core.shards import iter_records
     from fournil.curate.stage import run_curate
+    from fournil.ingest.stage import run_ingest
     from fournil.recipe import CurateConfig, SourceSpec
 
     config = CurateConfig(workers=1, near_dedup=NearDedupConfig(**near))

@@ -106,7 +106,7 @@ class Setup:
 def make_setup(data_dir: Path | None, steps: int, threads: int = 0) -> Setup:
     """tiny-cpu's model and pretrain settings, on its corpus prepared by the real stages."""
     from fournil.bake import prepare_data
-    from fournil.layout import RunLayout
+    from fournil.core.layout import RunLayout
     from fournil.recipe import load_recipe
     from fournil.tokenizer.train import load_tokenizer
 
@@ -231,8 +231,8 @@ class Windows(torch.utils.data.Dataset):
     cannot instrument). Module level, so that it pickles (LitGPT saves its DataLoader)."""
 
     def __init__(self, s: Setup, stamp: bool = False) -> None:
-        from fournil.data.loader import WindowSampler
-        from fournil.data.token_shards import TokenDataset
+        from fournil.tokens.loader import WindowSampler
+        from fournil.tokens.shards import TokenDataset
 
         self.data = TokenDataset(Path(s.tokens_dir) / "train")
         self.sampler = WindowSampler(len(self.data), s.seq_len, s.seed)
@@ -289,8 +289,8 @@ def _isolate(s: Setup, work: Path) -> None:
 def run_fournil(s: Setup, work: Path, compile: bool = False) -> dict:
     """The real pretrain stage; a metrics row every step gives each step's wall time.
     `compile`: the recipe's `pretrain.compile` (torch.compile of the training step)."""
+    from fournil.pretrain.stage import run_pretrain
     from fournil.recipe import load_recipe
-    from fournil.train.pretrain import run_pretrain
 
     recipe = load_recipe(RECIPE)
     never = 10**9

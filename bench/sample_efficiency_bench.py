@@ -40,10 +40,10 @@ from pathlib import Path
 import torch
 
 from fournil.bake import prepare_data
-from fournil.layout import RunLayout
+from fournil.core.layout import RunLayout
+from fournil.pretrain.stage import run_pretrain
 from fournil.recipe import PretrainConfig, load_recipe
 from fournil.train.config import OptimizerConfig
-from fournil.train.pretrain import run_pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "adamw + cosine"

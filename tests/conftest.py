@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fournil.bake import bake
-from fournil.layout import RunLayout
+from fournil.core.layout import RunLayout
 from fournil.recipe import load_recipe
 from fournil.tokenizer.train import save_tokenizer, train_tokenizer
 
@@ -43,7 +43,8 @@ def tiny_chat_model_dir(tiny_tokenizer_dir, tmp_path_factory):
     from tokenizers import Tokenizer
 
     from fournil.export.hf import export_hf
-    from fournil.model import Transformer, TransformerConfig
+    from fournil.model.config import TransformerConfig
+    from fournil.model.transformer import Transformer
 
     vocab = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json")).get_vocab_size()
     torch.manual_seed(0)
@@ -79,7 +80,7 @@ def ray_executor():
     """One local Ray cluster of 2 CPUs for the session; executors made while it runs join
     it (and leave it running), as `fournil curate --executor ray` joins a cluster."""
     pytest.importorskip("ray")  # a guard only: CI installs the ray extra
-    from fournil.curate.executors import RayExecutor
+    from fournil.core.executors import RayExecutor
 
     executor = RayExecutor(num_cpus=2)
     yield executor

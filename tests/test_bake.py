@@ -18,9 +18,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fournil.bake import bake
 from fournil.cli import apply_overrides
-from fournil.layout import RunLayout
+from fournil.core.layout import RunLayout
+from fournil.core.stage import read_manifest
 from fournil.model.transformer import Transformer
-from fournil.stage import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
@@ -88,12 +88,12 @@ def test_post_training_is_exported_and_reported(smoke_bake):
 def test_synthetic_samples_pack_into_the_train_split_only(smoke_bake, tmp_path):
     """tokenize.synth: the synth stage's train samples become documents of sources
     synth/<task> (their ChatML text, token for token), its eval samples stay out."""
-    from fournil.corpus.shards import iter_records
-    from fournil.data.pack import run_tokenize
-    from fournil.data.token_shards import TokenDataset
+    from fournil.core.shards import iter_records
     from fournil.recipe import RecipeError, TokenizeConfig
     from fournil.synth.sample import sample_to_text
     from fournil.tokenizer.train import load_tokenizer
+    from fournil.tokens.shards import TokenDataset
+    from fournil.tokens.stage import run_tokenize
 
     _, layout = smoke_bake
     config = TokenizeConfig(synth=True)

@@ -22,10 +22,11 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from fournil.data.token_shards import TokenShardWriter
 from fournil.eval.bpb import HeldOut, bits_per_byte
-from fournil.model import Transformer, TransformerConfig
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import token_byte_lengths
+from fournil.tokens.shards import TokenShardWriter
 
 SEQ_LEN = 16
 DIGITS = " n° 3141592653589793"  # 16 digits: one byte and one token each (digits are split)

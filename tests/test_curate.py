@@ -7,10 +7,10 @@ import json
 import random
 from pathlib import Path
 
-from fournil.corpus.ingest import run_ingest
-from fournil.corpus.shards import iter_records
+from fournil.core.shards import iter_records
 from fournil.curate.near_copies import NEAR_COPY_KINDS
 from fournil.curate.stage import run_curate
+from fournil.ingest.stage import run_ingest
 from fournil.recipe import CurateConfig, SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -5,13 +5,13 @@ import shutil
 import pytest
 import torch
 
+from fournil.core.validation import RecipeError
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
-from fournil.model.transformer import cross_entropy
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer, cross_entropy
 from fournil.train.config import DistillConfig
 from fournil.train.distill import distillation_loss, load_teacher
 from fournil.train.muon import OptimizerConfig, make_optimizer
-from fournil.validation import RecipeError
 
 VOCAB = 320  # the tiny_tokenizer_dir fixture's
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from fournil.cli import apply_overrides
+from fournil.core.validation import RecipeError
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import final_checkpoint, run_pretrain
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.checkpoint import list_checkpoints
 from fournil.train.distributed import micro_batch_starts
-from fournil.train.pretrain import final_checkpoint, run_pretrain
-from fournil.validation import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 # 8 steps of 2 micro-batches of 4 sequences: one micro-batch per process at world size 2

@@ -11,7 +11,8 @@ import torch
 
 from fournil.eval.copying import copy_passages, evaluate_copying
 from fournil.eval.lm import load_lm
-from fournil.model import Transformer, TransformerConfig
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer
 
 TEXT = ("Le boulanger se leva avant l'aube, alluma le four de briques et pétrit la pâte qu'il "
         "avait laissée lever toute la nuit sous un linge humide. Quand les premières miches "

@@ -17,18 +17,19 @@ import torch
 from tokenizers import Tokenizer
 
 from fournil.cli import main
-from fournil.data.token_shards import TokenShardWriter
 from fournil.eval import multiple_choice, ocr
 from fournil.eval.bpb import document_bits_per_byte, held_out_documents
 from fournil.eval.lm import HFLM, FournilLM, PromptTooLong, load_lm
-from fournil.eval.report import write_report
 from fournil.eval.stage import run_eval
 from fournil.eval.tasks import EvalSettings, Task, default_tasks, evaluate
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
-from fournil.prompts import ocr_messages
-from fournil.serve.chatml import ChatEncoder
-from fournil.serve.generate import generate
+from fournil.formats.chatml import ChatEncoder
+from fournil.formats.prompts import ocr_messages
+from fournil.model.config import TransformerConfig
+from fournil.model.generate import generate
+from fournil.model.transformer import Transformer
+from fournil.report.markdown import write_report
+from fournil.tokens.shards import TokenShardWriter
 
 CONTEXTS = [("Il était une fois", " une boulangère"), ("Chaque matin, elle", " pétrissait"),
             ("", "Les enfants du village"), ("« Bonjour ! » disait-elle, et ", "l'odeur")]

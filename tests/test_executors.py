@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fournil.curate.executors import LocalExecutor, TaskError, make_executor
+from fournil.core.executors import LocalExecutor, TaskError, make_executor
 from fournil.curate.minhash import NearDedupConfig, find_duplicates, signatures
 from fournil.curate.normalize import normalize_text
 

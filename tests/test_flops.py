@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import run_pretrain
 from fournil.train.flops import bf16_peak_flops, flops_per_token, peak_flops
-from fournil.train.pretrain import run_pretrain
 
 
 @pytest.mark.parametrize("config", [

@@ -5,8 +5,9 @@ import torch
 from tokenizers import Tokenizer
 
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
-from fournil.serve.generate import generate, generate_text, iter_tokens, load_for_generation
+from fournil.model.config import TransformerConfig
+from fournil.model.generate import generate, generate_text, iter_tokens, load_for_generation
+from fournil.model.transformer import Transformer
 
 PROMPT = [0, 17, 42, 99, 250, 7]
 

@@ -19,8 +19,9 @@ from fournil.cli import main
 from fournil.eval.gguf_bpb import gguf_bpb
 from fournil.export.gguf import export_gguf, gguf_path, parse_dtypes
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
-from fournil.serve.generate import generate
+from fournil.model.config import TransformerConfig
+from fournil.model.generate import generate
+from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import CHAT_TEMPLATE, save_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,7 +322,7 @@ def test_cli_exports_gguf_and_evaluates_it(llama_cpp, smoke_bake, tmp_path, caps
 
 def test_a_checkpoint_exports_to_the_same_file_as_its_hf_export(smoke_bake, export_dir,
                                                                 tmp_path):
-    from fournil.stage import read_manifest
+    from fournil.core.stage import read_manifest
 
     checkpoint = Path(read_manifest(export_dir)["checkpoint"])  # the one it was exported from
     a = export_gguf(checkpoint, tmp_path / "a.gguf", "q8_0", name="smoke")

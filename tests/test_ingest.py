@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from fournil.corpus.ingest import IngestError, run_ingest
-from fournil.corpus.shards import iter_records, shard_paths
+from fournil.core.shards import iter_records, shard_paths
+from fournil.ingest.stage import IngestError, run_ingest
 from fournil.recipe import SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -21,10 +21,10 @@ import zstandard
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from fournil.corpus.charsets import decode
-from fournil.corpus.html import extract_html
-from fournil.corpus.ingest import IngestError, run_ingest
-from fournil.corpus.shards import iter_records
+from fournil.core.shards import iter_records
+from fournil.ingest.charsets import decode
+from fournil.ingest.html import extract_html
+from fournil.ingest.stage import IngestError, run_ingest
 from fournil.recipe import RecipeError, SourceSpec
 
 ROOT = Path(__file__).resolve().parents[1]

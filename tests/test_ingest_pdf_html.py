@@ -14,10 +14,10 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
-from fournil.corpus.html import decode_html, extract_html
-from fournil.corpus.ingest import run_ingest
-from fournil.corpus.pdf import PdfEncryptedError, extract_pdf
-from fournil.corpus.shards import iter_records
+from fournil.core.shards import iter_records
+from fournil.ingest.html import decode_html, extract_html
+from fournil.ingest.pdf import PdfEncryptedError, extract_pdf
+from fournil.ingest.stage import run_ingest
 from fournil.recipe import SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"

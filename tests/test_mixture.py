@@ -14,21 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from fournil.corpus.ingest import run_ingest
 from fournil.curate.stage import run_curate
-from fournil.data.loader import WindowSampler, get_batch
-from fournil.data.mixture import (
-    Cycle,
-    MixtureConfig,
-    MixtureSampler,
-    PhaseConfig,
-    integer_weights,
-    phase_steps,
-    source_spans,
-    tokens_seen,
-)
-from fournil.data.pack import run_tokenize
-from fournil.data.token_shards import TokenDataset
+from fournil.ingest.stage import run_ingest
+from fournil.pretrain.stage import run_pretrain
 from fournil.recipe import (
     CurateConfig,
     RecipeError,
@@ -38,7 +26,19 @@ from fournil.recipe import (
     _convert,
 )
 from fournil.tokenizer.stage import run_tokenizer
-from fournil.train.pretrain import run_pretrain
+from fournil.tokens.loader import WindowSampler, get_batch
+from fournil.tokens.mixture import (
+    Cycle,
+    MixtureConfig,
+    MixtureSampler,
+    PhaseConfig,
+    integer_weights,
+    phase_steps,
+    source_spans,
+    tokens_seen,
+)
+from fournil.tokens.shards import TokenDataset
+from fournil.tokens.stage import run_tokenize
 from fournil.train.schedule import decay_start
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -13,7 +13,8 @@ from transformers import (
 )
 
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer
 from fournil.recipe import ModelConfig
 
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fournil.corpus.ingest import run_ingest
+from fournil.core.layout import RunLayout
+from fournil.core.stage import read_manifest
 from fournil.curate.stage import run_curate
-from fournil.data.pack import run_tokenize
-from fournil.export.model_card import render_model_card
+from fournil.export.card import render_model_card
 from fournil.export.stage import CARD_STAGES
-from fournil.layout import RunLayout
+from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
 from fournil.recipe import CurateConfig, SourceSpec, TokenizeConfig
-from fournil.stage import read_manifest
+from fournil.tokens.stage import run_tokenize
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -4,12 +4,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from fournil.core.validation import RecipeError
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
+from fournil.model.config import TransformerConfig
 from fournil.model.mtp import FILENAME, MTPHeads
+from fournil.model.transformer import Transformer
 from fournil.train.config import MTPConfig
 from fournil.train.muon import OptimizerConfig, make_optimizer
-from fournil.validation import RecipeError
 
 
 def tiny_model(vocab: int = 320, seed: int = 0) -> Transformer:

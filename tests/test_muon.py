@@ -3,8 +3,10 @@ import io
 import pytest
 import torch
 
-from fournil.model import Transformer, TransformerConfig
+from fournil.core.validation import RecipeError
+from fournil.model.config import TransformerConfig
 from fournil.model.mtp import MTPHeads
+from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.muon import (
     MuonAdamW,
@@ -14,7 +16,6 @@ from fournil.train.muon import (
     make_optimizer,
     split_parameters,
 )
-from fournil.validation import RecipeError
 
 TEXT = ("Il était une fois, dans un petit village au bord de la mer, une boulangère. "
         "Chaque matin, elle pétrissait la pâte et enfournait le pain avant l'aube. ") * 4

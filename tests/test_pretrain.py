@@ -12,16 +12,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fournil.data.loader import WindowSampler, get_batch
-from fournil.data.token_shards import TokenDataset
+from fournil.core.layout import RunLayout
 from fournil.export.stage import run_export
-from fournil.layout import RunLayout
 from fournil.model.mtp import FILENAME as MTP_FILE
 from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import final_checkpoint, run_pretrain
 from fournil.recipe import CORE_STAGES
+from fournil.tokens.loader import WindowSampler, get_batch
+from fournil.tokens.shards import TokenDataset
 from fournil.train.checkpoint import list_checkpoints
 from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
-from fournil.train.pretrain import final_checkpoint, run_pretrain
 from fournil.train.schedule import warmup_cosine, warmup_stable_decay
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from fournil.data.chat import Chat, Rejected, check_roles, encode_chat
-from fournil.serve.chatml import ChatEncoder
+from fournil.formats.chatml import ChatEncoder
+from fournil.sft.select import llm_judge, select_chats
 from fournil.tokenizer.train import load_tokenizer
+from fournil.train.chats import Chat, Rejected, check_roles, encode_chat
 from fournil.train.post_config import SelectConfig
-from fournil.train.select import llm_judge, select_chats
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,12 @@ from transformers import AutoTokenizer
 
 from fournil.cli import main
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
+from fournil.formats.chatml import ChatEncoder, render_chatml
+from fournil.model.config import TransformerConfig
+from fournil.model.generate import generate
+from fournil.model.transformer import Transformer
 from fournil.serve.chat import chat_loop
-from fournil.serve.chatml import ChatEncoder, render_chatml
 from fournil.serve.engine import Sampling, ServedModel, TextStream
-from fournil.serve.generate import generate
 from fournil.serve.server import create_app, running_server
 
 CONTEXT = 1024
@@ -313,7 +314,7 @@ def test_default_threads_follow_the_cpu_affinity_not_the_host():
         pytest.skip("no CPU affinity on this OS")
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
             "from fournil.serve.server import cpu_threads\n"
-            "from fournil.curate.executors import LocalExecutor\n"
+            "from fournil.core.executors import LocalExecutor\n"
             "from fournil.eval.gguf_bpb import default_threads\n"
             "print(cpu_threads(1), cpu_threads(2), cpu_threads(1, threads=3), "
             "LocalExecutor().workers, default_threads(), os.cpu_count())")

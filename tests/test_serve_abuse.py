@@ -18,7 +18,8 @@ import torch
 from tokenizers import Tokenizer
 
 from fournil.export.hf import export_hf
-from fournil.model import Transformer, TransformerConfig
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer
 from fournil.serve.engine import Sampling, ServedModel
 from fournil.serve.server import create_app, running_server
 

@@ -14,21 +14,21 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fournil.data.chat import (
+from fournil.formats.chatml import ChatEncoder
+from fournil.model.config import TransformerConfig
+from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import final_checkpoint
+from fournil.sft.stage import run_sft
+from fournil.tokenizer.train import load_tokenizer
+from fournil.train.chats import (
     IGNORE,
     encode_chat,
     inputs_and_targets,
     pack,
     read_chats,
 )
-from fournil.model.config import TransformerConfig
-from fournil.model.transformer import Transformer
-from fournil.serve.chatml import ChatEncoder
-from fournil.tokenizer.train import load_tokenizer
 from fournil.train.checkpoint import list_checkpoints
 from fournil.train.post_config import LoRAConfig, SelectConfig, SFTConfig
-from fournil.train.pretrain import final_checkpoint
-from fournil.train.sft import run_sft
 
 QA = [("Que fait la boulangère ?", "Elle pétrit la pâte."),
       ("Qui vient au village ?", "Les enfants du village."),

@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fournil.corpus.ingest import run_ingest
-from fournil.corpus.shards import iter_records
+from fournil.core.shards import iter_records
 from fournil.curate.stage import run_curate
-from fournil.prompts import summary_messages
+from fournil.formats.prompts import summary_messages
+from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
 from fournil.recipe import CurateConfig, SourceSpec
 from fournil.synth.backends import GeneratorConfig
@@ -26,12 +26,12 @@ from fournil.synth.config import Axis, SynthConfig
 from fournil.synth.diversity import compression_ratio, distinct_n, near_duplicate_rate
 from fournil.synth.judge import parse_score
 from fournil.synth.license import derive_license
-from fournil.synth.ocr_noise import add_ocr_noise
 from fournil.synth.sample import Draft, Item, Rejection, sample_to_text
 from fournil.synth.seeds import Passage, chunk_text, split_of
 from fournil.synth.stage import run_synth
 from fournil.synth.tasks import get_task
 from fournil.synth.verify import cer, is_refusal, parse_json_reply
+from fournil.text.ocr_damage import add_ocr_noise
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 NOUVELLES = DATA / "cligs-textbox-fr" / "nouvelles19"

@@ -10,6 +10,7 @@ import socket
 import httpx
 import pytest
 
+from fournil.core.validation import RecipeError
 from fournil.synth.backends import (
     GeneratorConfig,
     GenRequest,
@@ -18,7 +19,6 @@ from fournil.synth.backends import (
     make_generator,
 )
 from fournil.synth.cache import GenerationCache, cache_key
-from fournil.validation import RecipeError
 
 PARIS = ({"role": "user", "content": "What is the capital of France? Answer in one word."},)
 QUESTIONS = ["What is the capital of France?", "What is 2 + 2?", "Name a color.",

@@ -12,20 +12,20 @@ import logging
 import time
 from pathlib import Path
 
-from fournil.corpus.ingest import run_ingest
+from fournil.core.layout import RunLayout
+from fournil.core.stage import Stage, upstream_hash
 from fournil.curate.stage import run_curate
-from fournil.data.pack import run_tokenize
+from fournil.dpo.stage import run_dpo
 from fournil.eval.stage import run_eval
 from fournil.export.stage import final_model, run_export
-from fournil.layout import RunLayout
+from fournil.ingest.stage import run_ingest
+from fournil.model.generate import generate_text, load_for_generation
+from fournil.pretrain.stage import final_checkpoint, run_pretrain
 from fournil.recipe import Recipe, RecipeError
-from fournil.serve.generate import generate_text, load_for_generation
-from fournil.stage import Stage, upstream_hash
+from fournil.sft.stage import run_sft
 from fournil.synth.stage import run_synth
 from fournil.tokenizer.stage import run_tokenizer
-from fournil.train.dpo import run_dpo
-from fournil.train.pretrain import final_checkpoint, run_pretrain
-from fournil.train.sft import run_sft
+from fournil.tokens.stage import run_tokenize
 
 log = logging.getLogger("fournil")
 
@@ -67,9 +67,9 @@ def run_task_eval(recipe: Recipe, layout: RunLayout) -> dict | None:
     """After post-training: the model before it and the final one, side by side on the
     recipe's `[eval] tasks` (default: bpb, copy and the synth stage's held-out ocr / rag),
     into `report/` (report.md with plots, results.json). None when there is nothing to do."""
-    from fournil.eval.report import write_report
     from fournil.eval.stage import model_fingerprint
     from fournil.eval.tasks import EvalSettings, default_tasks, evaluate, parse_task
+    from fournil.report.markdown import write_report
 
     final = final_model(recipe, layout)
     models = {"pretrain": final_checkpoint(layout.pretrain)}

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fournil import __version__
-from fournil.layout import RunLayout
+from fournil.core.layout import RunLayout
 from fournil.recipe import (
     Recipe,
     RecipeError,
@@ -73,7 +73,7 @@ def _print_json(obj: object) -> None:
 # --- verbs ----------------------------------------------------------------------------------
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from fournil.corpus.ingest import run_ingest
+    from fournil.ingest.stage import run_ingest
     recipe = get_recipe(args)
     if args.paths:
         sources = [SourceSpec(path=str(Path(p).resolve()), name=args.name, license=args.license,
@@ -132,7 +132,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    from fournil.data.pack import run_tokenize
+    from fournil.tokens.stage import run_tokenize
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
     manifest = run_tokenize(Path(args.input) if args.input else layout.curate,
@@ -144,7 +144,7 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from fournil.train.pretrain import run_pretrain
+    from fournil.pretrain.stage import run_pretrain
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
     out = Path(args.out) if args.out else layout.pretrain
@@ -164,8 +164,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def _post_train(args: argparse.Namespace, stage: str) -> None:
     """`fournil sft` / `fournil dpo`: the same inputs, outputs and report, another trainer."""
     from fournil.bake import post_inputs
-    from fournil.train.dpo import run_dpo
-    from fournil.train.sft import run_sft
+    from fournil.dpo.stage import run_dpo
+    from fournil.sft.stage import run_sft
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
     data, base = post_inputs(recipe, layout, stage, [Path(p) for p in args.data or []],
@@ -192,7 +192,7 @@ def cmd_dpo(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from fournil.eval.stage import run_eval
-    from fournil.train.pretrain import final_checkpoint
+    from fournil.pretrain.stage import final_checkpoint
     recipe = get_recipe(args)
     layout = get_layout(args, recipe)
     if args.gguf:
@@ -215,9 +215,9 @@ def _eval_tasks(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> 
     """`fournil eval --model A --model B --task T --report DIR`: every model on every task
     (default: the recipe's [eval] tasks, else what the run has: bpb, copy, synth ocr, rag), a
     table on stdout and, with --report, report.md with plots."""
-    from fournil.eval.report import format_table, write_report
     from fournil.eval.tasks import EvalSettings, default_tasks, evaluate, parse_task
-    from fournil.train.pretrain import final_checkpoint
+    from fournil.pretrain.stage import final_checkpoint
+    from fournil.report.markdown import format_table, write_report
     models = ([args.model] if args.model else []) + (args.models or [])
     if not models:
         export = layout.export
@@ -248,7 +248,7 @@ def _eval_gguf(args: argparse.Namespace, recipe: Recipe, layout: RunLayout) -> N
     full-precision model's, on the same held-out windows. Writes nothing: the eval stage's
     output stays that of the model it was run on."""
     from fournil.eval.gguf_bpb import format_table, gguf_bpb
-    from fournil.train.pretrain import final_checkpoint
+    from fournil.pretrain.stage import final_checkpoint
     ggufs = [Path(p) for p in args.gguf]
     for path in ggufs:
         if not path.is_file():
@@ -279,7 +279,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from fournil.serve.generate import generate_text, load_for_generation
+    from fournil.model.generate import generate_text, load_for_generation
     recipe = get_recipe(args)
     model_dir = Path(args.model) if args.model else get_layout(args, recipe).export
     if not (model_dir / "model.safetensors").exists():

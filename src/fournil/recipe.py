@@ -20,15 +20,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from fournil.core.validation import RecipeError
+from fournil.core.validation import check as _check
 from fournil.curate.filters import QualityConfig
 from fournil.curate.minhash import NearDedupConfig
-from fournil.data.mixture import MixtureConfig
 from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
 from fournil.synth.config import SynthConfig
+from fournil.tokens.mixture import MixtureConfig
 from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
 from fournil.train.post_config import DPOConfig, SFTConfig
-from fournil.validation import RecipeError
-from fournil.validation import check as _check
 
 __all__ = ["RecipeError", "Recipe", "load_recipe", "recipe_from_dict"]
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field, fields
 
 import pyarrow as pa
 
+from fournil.core.validation import check as _check
 from fournil.curate.langid import detect
-from fournil.curate.ocr_noise import ocr_noise_score
+from fournil.curate.ocr_score import ocr_noise_score
 from fournil.curate.pii import PLACEHOLDERS, scrub_pii
 from fournil.curate.quality import (
     DUP_NGRAMS,
@@ -35,7 +36,6 @@ from fournil.curate.quality import (
     quality_signals,
     words_of,
 )
-from fournil.validation import check as _check
 
 _LANG_CODE = re.compile(r"[a-z]{2,3}")
 

@@ -37,8 +37,8 @@ from functools import lru_cache
 import numpy as np
 import xxhash
 
+from fournil.core.validation import check as _check
 from fournil.curate.normalize import ocr_letters
-from fournil.validation import check as _check
 
 # letters, digits and underscores of any script; punctuation and spaces separate words
 _WORD = re.compile(r"\w+")

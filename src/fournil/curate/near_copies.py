@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fournil.synth.ocr_noise import add_ocr_noise
+from fournil.text.ocr_damage import add_ocr_noise
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…»])\s+")
 
@@ -135,7 +135,7 @@ _ANY_LETTER = "abcdefghijklmnopqrstuvwxyzéèàêç"
 def ocr_rescan(text: str, rng: random.Random, cer: float) -> str:
     """`text` as another library's OCR read it: about `cer` of its characters in error.
 
-    Two thirds of the errors come from `fournil.synth.ocr_noise` (rn/m, cl/d, e/c, l/1/I,
+    Two thirds of the errors come from `fournil.text.ocr_damage` (rn/m, cl/d, e/c, l/1/I,
     u/n, h/b, long s read as f, ligatures, lost or swapped accents, split and merged words,
     lines cut at a column with hyphenated words); one third are letters replaced, dropped or
     doubled at random.

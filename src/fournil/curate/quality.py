@@ -27,7 +27,7 @@ from itertools import accumulate, compress, count
 from operator import itemgetter, ne
 from typing import TYPE_CHECKING
 
-from fournil.curate.stopwords import GOPHER_STOP_WORDS, STOP_WORDS
+from fournil.text.stopwords import GOPHER_STOP_WORDS, STOP_WORDS
 
 if TYPE_CHECKING:
     from fournil.curate.filters import QualityConfig

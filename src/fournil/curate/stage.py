@@ -30,9 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fournil.corpus.shards import ShardWriter, shard_paths
+from fournil.core.executors import make_executor
+from fournil.core.shards import ShardWriter, shard_paths
+from fournil.core.stage import Stage, upstream_hash, write_json_atomic
 from fournil.curate.dedup import ExactDedup, exact_digest
-from fournil.curate.executors import make_executor
 from fournil.curate.filters import SIGNAL_FIELDS, annotate
 from fournil.curate.minhash import find_duplicates, signature
 from fournil.curate.normalize import normalize_text
@@ -40,7 +41,6 @@ from fournil.curate.report import Tally, write_report
 from fournil.provenance.licenses import check_license
 from fournil.provenance.records import DOC_SCHEMA, rejected_schema, with_columns
 from fournil.recipe import CurateConfig
-from fournil.stage import Stage, upstream_hash, write_json_atomic
 
 CURATED_SCHEMA = with_columns(DOC_SCHEMA, [pa.field("n_chars", pa.int64()),
                                            pa.field("dup_of", pa.string()), *SIGNAL_FIELDS])

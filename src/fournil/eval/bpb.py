@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fournil.corpus.shards import iter_batches
-from fournil.data.token_shards import TokenDataset
+from fournil.core.shards import iter_batches
+from fournil.tokens.shards import TokenDataset
 
 if TYPE_CHECKING:
     from fournil.eval.lm import LanguageModel

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fournil.cores import available_cores
+from fournil.core.cores import available_cores
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths

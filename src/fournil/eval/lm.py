@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
+from fournil.core.device import pick_device
 from fournil.model.transformer import FORMAT_KEY
-from fournil.train.device import pick_device
 
 
 class PromptTooLong(ValueError):
@@ -138,12 +138,12 @@ class LanguageModel(ABC):
 
 class FournilLM(LanguageModel):
     """Our Transformer, from a checkpoint or an export folder: chats are encoded with
-    `ChatEncoder` and answered with the KV-cache generation of `fournil.serve.generate`."""
+    `ChatEncoder` and answered with the KV-cache generation of `fournil.model.generate`."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu",
                  name: str | None = None) -> None:
-        from fournil.serve.chatml import ChatEncoder
-        from fournil.serve.generate import load_for_generation, stop_token_ids
+        from fournil.formats.chatml import ChatEncoder
+        from fournil.model.generate import load_for_generation, stop_token_ids
 
         self.path = Path(path)
         self.name = name or str(path)
@@ -162,7 +162,7 @@ class FournilLM(LanguageModel):
         return self.model(ids).float()
 
     def chat(self, messages: Sequence[dict], max_new_tokens: int) -> str:
-        from fournil.serve.generate import generate
+        from fournil.model.generate import generate
 
         ids = self.encoder.encode(messages)
         if len(ids) >= self.max_len:
@@ -239,7 +239,7 @@ class HFLM(LanguageModel):
 def is_fournil_model(path: str | Path) -> bool:
     """A checkpoint of ours, or an HF folder our Transformer runs as is: a Qwen3 config with
     fournil's ChatML template (our exports)."""
-    from fournil.serve.chatml import check_chat_template
+    from fournil.formats.chatml import check_chat_template
 
     path = Path(path)
     config_path = path / "config.json"

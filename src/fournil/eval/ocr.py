@@ -1,7 +1,7 @@
 """OCR correction: character and word error rates of noisy text before correction and of the
 model's correction after, against the clean text.
 
-The model gets `fournil.prompts.ocr_messages(noisy)` (the chat synth and SFT use) and
+The model gets `fournil.formats.prompts.ocr_messages(noisy)` (the chat synth and SFT use) and
 answers greedily. Rates are corpus-level, as in the ICDAR post-OCR competitions: the edit
 distances of all items summed, divided by the summed length of the references, so a long
 page weighs more than a short line. Edit distances are rapidfuzz's Levenshtein (insertion,
@@ -36,7 +36,7 @@ from pathlib import Path
 from rapidfuzz.distance import Levenshtein
 
 from fournil.eval.lm import LanguageModel, PromptTooLong
-from fournil.prompts import ocr_messages
+from fournil.formats.prompts import ocr_messages
 
 _SPACES = re.compile(r"\s+")
 PREFIXES = ("[OCR_toInput] ", "[OCR_aligned] ", "[ GS_aligned] ")

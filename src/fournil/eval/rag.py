@@ -1,8 +1,8 @@
 """Cited RAG: does the model answer from the sources it is given, quote them verbatim, cite
 the right ones, and say so when they do not hold the answer?
 
-The model gets `fournil.prompts.rag_messages(query, sources)` (the chat synth and SFT use)
-and answers greedily; `fournil.citations.check_citations` reads its
+The model gets `fournil.formats.prompts.rag_messages(query, sources)` (the chat synth and SFT use)
+and answers greedily; `fournil.formats.citations.check_citations` reads its
 `<ref name="N">quote</ref>` citations. Items come from synth samples of task "rag" (meta
 {"query", "sources": [[id, text], ...], "gold": [ids], "outcome"}); an item is unanswerable
 when its outcome is "unanswerable" or it has no gold source.
@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fournil.citations import check_citations, parse_citations
 from fournil.eval.lm import LanguageModel, PromptTooLong
-from fournil.prompts import rag_messages
+from fournil.formats.citations import check_citations, parse_citations
+from fournil.formats.prompts import rag_messages
 from fournil.synth.verify import is_refusal as says_it_cannot
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fournil.core.device import autocast_for, pick_device
+from fournil.core.stage import Stage, hash_files, upstream_hash
 from fournil.eval.bpb import HeldOut, bits_per_byte, document_languages
 from fournil.model.transformer import Transformer
-from fournil.stage import Stage, hash_files, upstream_hash
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
-from fournil.train.device import autocast_for, pick_device
 
 
 def model_fingerprint(model_dir: Path) -> str:

@@ -1,5 +1,1 @@
-"""Exports: a Hugging Face folder (Qwen3 config, safetensors, tokenizer, model card)."""
-
-from fournil.export.hf import export_hf
-
-__all__ = ["export_hf"]
+"""Exports: a Hugging Face folder (config, safetensors, tokenizer, model card) and GGUF."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fournil.core.layout import RunLayout
+from fournil.core.stage import MANIFEST, Stage, read_manifest, upstream_hash
+from fournil.export.card import render_model_card
 from fournil.export.hf import export_hf
-from fournil.export.model_card import render_model_card
-from fournil.layout import RunLayout
 from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import final_checkpoint
 from fournil.recipe import Recipe
-from fournil.stage import MANIFEST, Stage, read_manifest, upstream_hash
-from fournil.train.pretrain import final_checkpoint
 
 CARD_STAGES = ("ingest", "curate", "tokenize", "pretrain", "eval")
 OPTIONAL_STAGES = ("synth", "sft", "dpo")  # in the card when the recipe runs them

@@ -1,6 +1,2 @@
-"""The Qwen3-compatible transformer: its config, the model and its KV cache."""
-
-from fournil.model.config import TransformerConfig
-from fournil.model.transformer import KVCache, Transformer
-
-__all__ = ["KVCache", "Transformer", "TransformerConfig"]
+"""The Qwen3-compatible transformer: config.py (its shape), transformer.py (the model and its
+KV cache), generate.py (sampling), and the training-only extras (mtp.py, linear_ce.py)."""

@@ -1,5 +1,1 @@
-"""Serving: generation with a KV cache."""
-
-from fournil.serve.generate import generate, generate_text, iter_tokens, load_for_generation
-
-__all__ = ["generate", "generate_text", "iter_tokens", "load_for_generation"]
+"""Serving: the OpenAI-compatible HTTP server, the terminal chat, and the engine both use."""

@@ -20,11 +20,11 @@ import torch
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+from fournil.core.device import pick_device
+from fournil.formats.chatml import ChatEncoder, check_chat_template
+from fournil.model.generate import iter_tokens, load_for_generation, sample_next, stop_token_ids
 from fournil.model.transformer import FORMAT_KEY
-from fournil.serve.chatml import ChatEncoder, check_chat_template
-from fournil.serve.generate import iter_tokens, load_for_generation, sample_next, stop_token_ids
 from fournil.tokenizer.train import CHAT_TEMPLATE
-from fournil.train.device import pick_device
 
 
 @dataclass

@@ -61,8 +61,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fournil.cores import available_cores
-from fournil.serve.chatml import ROLES
+from fournil.core.cores import available_cores
+from fournil.formats.chatml import ROLES
 from fournil.serve.engine import Completion, Sampling, ServedModel, load_served
 from fournil.serve.protocol import HEAD_TIMEOUT_S, with_head_timeout
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fournil.validation import check as _check
+from fournil.core.validation import check as _check
 
 __all__ = ["GenRequest", "GenResult", "Generator", "GeneratorConfig", "make_generator",
            "ProgrammaticGenerator", "OpenAIGenerator", "LlamaCppGenerator", "HFGenerator"]
@@ -51,7 +51,7 @@ class GenRequest:
 
     @classmethod
     def from_chat(cls, messages: Iterable[Mapping[str, str]], **sampling: object) -> GenRequest:
-        """From OpenAI-style [{"role", "content"}, ...] (what `fournil.prompts` returns)."""
+        """From OpenAI-style [{"role", "content"}, ...] (what `fournil.formats.prompts` returns)."""
         return cls(tuple((m["role"], m["content"]) for m in messages), **sampling)  # type: ignore[arg-type]
 
     def chat(self) -> list[dict[str, str]]:

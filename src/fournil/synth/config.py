@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fournil.core.validation import check as _check
 from fournil.synth.backends import GeneratorConfig
-from fournil.validation import check as _check
 
 TASKS = ("ocr", "rag", "qa", "summary")
 GENERATORS = ("auto", "programmatic", "llm")
@@ -80,7 +80,7 @@ class OcrTaskConfig:
         severity=["light", "medium", "heavy"], layout=["lines", "columns", "flowing"]))
 
     def validate(self, key: str) -> None:
-        from fournil.synth.ocr_noise import LAYOUT_WIDTHS, SEVERITY
+        from fournil.text.ocr_damage import LAYOUT_WIDTHS, SEVERITY
         _validate_common(self, key)
         _check(0 <= self.min_cer < self.max_cer, f"{key}.max_cer",
                f"need 0 <= min_cer < max_cer, got {self.min_cer}, {self.max_cer}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from fournil.curate.stopwords import STOP_WORDS
+from fournil.text.stopwords import STOP_WORDS
 
 _STOP = STOP_WORDS["fr"] | STOP_WORDS["en"]
 # a sentence ends at . ! ? … (and a closing quote after them) before a capital or a quote

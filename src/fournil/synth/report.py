@@ -12,7 +12,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fournil.stage import write_json_atomic
+from fournil.core.stage import write_json_atomic
 from fournil.synth.axes import coverage
 from fournil.synth.diversity import diversity
 from fournil.synth.tasks import get_task

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from fournil.serve.chatml import render_chatml
+from fournil.formats.chatml import render_chatml
 from fournil.synth.seeds import Passage
 
 MESSAGE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])

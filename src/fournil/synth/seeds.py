@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fournil.corpus.shards import iter_records
+from fournil.core.shards import iter_records
 from fournil.synth.extract import sentences
 
 # lines that are layout, not prose: headings, lists, tables, code, links

@@ -30,9 +30,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fournil.corpus.shards import ShardWriter
+from fournil.core.shards import ShardWriter
+from fournil.core.stage import Stage, hash_json, upstream_hash, write_json_atomic
 from fournil.provenance.licenses import DEFAULT_ALLOWED, check_license
-from fournil.stage import Stage, hash_json, upstream_hash, write_json_atomic
 from fournil.synth.axes import draw_axes, sample_rng
 from fournil.synth.backends import Generator, make_generator
 from fournil.synth.config import SynthConfig
@@ -262,7 +262,7 @@ def run_synth(curate_dir: Path, out_dir: Path, config: SynthConfig, seed: int = 
         todo = todo[:stop_after]
     log.info("synth: %d passages, %d chunks (%d to do)", len(passages), len(jobs), len(todo))
     if config.executor == "ray" and todo:
-        from fournil.curate.executors import make_executor
+        from fournil.core.executors import make_executor
         with make_executor("ray", config.workers, config.ray_address) as executor:
             executor.map(_run_chunk, todo, labels=[j.name for j in todo], desc="synth")
     elif todo:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fournil.corpus.shards import iter_batches
+from fournil.core.shards import iter_batches
+from fournil.core.stage import Stage, upstream_hash
 from fournil.recipe import TokenizerConfig
-from fournil.stage import Stage, upstream_hash
 from fournil.tokenizer.train import capped, save_tokenizer, train_tokenizer
 
 

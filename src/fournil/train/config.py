@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fournil.validation import check
+from fournil.core.validation import check
 
 NS_STEPS = 5  # Newton-Schulz iterations of Muon
 ADJUST_LR = ("original", "match_rms_adamw")

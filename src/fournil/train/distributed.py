@@ -42,10 +42,10 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from fournil.core.device import pick_device
+from fournil.core.validation import RecipeError
 from fournil.model.transformer import Block
-from fournil.train.device import pick_device
 from fournil.train.muon import MuonAdamW
-from fournil.validation import RecipeError
 
 PARALLEL = ("ddp", "fsdp")
 # gathered whole on rank 0 (the only writer), in CPU memory so a model too large for one GPU

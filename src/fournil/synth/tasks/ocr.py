@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from fournil.prompts import ocr_messages
+from fournil.formats.prompts import ocr_messages
 from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
-from fournil.synth.ocr_noise import add_ocr_noise
 from fournil.synth.sample import Draft, Item
 from fournil.synth.verify import cer
+from fournil.text.ocr_damage import add_ocr_noise
 
 NAIVE = {"severity": "medium", "layout": "lines"}
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 
-from fournil.prompts import qa_messages, summary_messages
+from fournil.formats.prompts import qa_messages, summary_messages
 from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
 from fournil.synth.extract import content_words, noun_phrases, overlap, sentences, with_a, with_de

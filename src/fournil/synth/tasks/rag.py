@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import random
 
-from fournil.citations import check_citations, render_sources
-from fournil.prompts import rag_messages
+from fournil.formats.citations import check_citations, render_sources
+from fournil.formats.prompts import rag_messages
 from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
 from fournil.synth.extract import content_words, with_de

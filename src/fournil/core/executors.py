@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fournil.cores import available_cores
+from fournil.core.cores import available_cores
 
 
 class TaskError(RuntimeError):

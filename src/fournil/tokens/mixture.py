@@ -46,10 +46,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fournil.data.token_shards import TokenDataset
-from fournil.data.windows import WindowSampler
+from fournil.core.validation import check
+from fournil.tokens.shards import TokenDataset
+from fournil.tokens.windows import WindowSampler
 from fournil.train.schedule import decay_start
-from fournil.validation import check
 
 KEY = "pretrain.mixture"  # where the recipe nests the mixture, for errors found at run time
 MAX_CYCLE = 100_000  # longest allowed cycle of the allocation (samples); bounds its table

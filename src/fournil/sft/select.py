@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fournil.citations import parse_citations
-from fournil.data.chat import Chat, Rejected, check_roles
+from fournil.formats.citations import parse_citations
+from fournil.train.chats import Chat, Rejected, check_roles
 from fournil.train.post_config import SelectConfig
 
 Judge = Callable[[Sequence[Chat]], list[float]]  # chats -> scores in [0, 1]

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fournil.corpus.shards import count_rows, iter_batches, iter_records
-from fournil.data.token_shards import TokenShardWriter, token_dtype
+from fournil.core.shards import count_rows, iter_batches, iter_records
+from fournil.core.stage import Stage, read_manifest, upstream_hash
 from fournil.recipe import RecipeError, TokenizeConfig
-from fournil.stage import Stage, read_manifest, upstream_hash
 from fournil.synth.sample import sample_to_text
 from fournil.tokenizer.train import load_tokenizer
+from fournil.tokens.shards import TokenShardWriter, token_dtype
 
 
 def _unit_hash(doc_id: str) -> float:

@@ -18,7 +18,7 @@ import math
 import re
 
 from fournil.curate.quality import words_of
-from fournil.curate.stopwords import STOP_WORDS
+from fournil.text.stopwords import STOP_WORDS
 
 # Each pattern starts with a character class, so the regex engine skips ahead quickly.
 # Characters of Latin-script French/English text (markup's | { } included); anything else is

@@ -33,7 +33,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from fournil.data.chat import (
+from fournil.core.device import autocast_for, pick_device
+from fournil.core.stage import Stage, hash_files, hash_tree
+from fournil.formats.chatml import ChatEncoder, check_chat_template
+from fournil.model.transformer import Transformer
+from fournil.pretrain.stage import MetricsLog
+from fournil.sft.select import Judge, select_chats
+from fournil.tokenizer.train import load_tokenizer
+from fournil.train.chats import (
     Chat,
     Packed,
     Rejected,
@@ -44,22 +51,15 @@ from fournil.data.chat import (
     pack,
     read_chats,
 )
-from fournil.model.transformer import Transformer
-from fournil.serve.chatml import ChatEncoder, check_chat_template
-from fournil.stage import Stage, hash_files, hash_tree
-from fournil.tokenizer.train import load_tokenizer
 from fournil.train.checkpoint import (
     list_checkpoints,
     load_trainer_state,
     prune_checkpoints,
     save_checkpoint,
 )
-from fournil.train.device import autocast_for, pick_device
 from fournil.train.muon import apply_lr_multiplier, make_optimizer
 from fournil.train.post_config import DPOConfig, LoRAConfig, SFTConfig
-from fournil.train.pretrain import MetricsLog
 from fournil.train.schedule import lr_multiplier
-from fournil.train.select import Judge, select_chats
 
 # -- shared with dpo.py: the policy, its checkpoints, the step loop ---------------------------
 

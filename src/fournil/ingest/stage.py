@@ -25,12 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fournil.corpus.readers import IngestError, Read, Source, read_source, resolve_source
-from fournil.corpus.shards import ShardWriter
+from fournil.core.shards import ShardWriter
+from fournil.core.stage import Stage, hash_files
+from fournil.ingest.readers import IngestError, Read, Source, read_source, resolve_source
 from fournil.provenance.licenses import UNKNOWN
 from fournil.provenance.records import DOC_SCHEMA, make_record, rejected_schema
 from fournil.recipe import SourceSpec
-from fournil.stage import Stage, hash_files
 
 log = logging.getLogger("fournil.ingest")
 

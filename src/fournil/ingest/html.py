@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlparse
 
 import trafilatura
 
-from fournil.corpus.charsets import WESTERN, UndecodableError, decode, looks_binary
+from fournil.ingest.charsets import WESTERN, UndecodableError, decode, looks_binary
 
 if TYPE_CHECKING:  # trafilatura's trees are lxml's
     from lxml import etree

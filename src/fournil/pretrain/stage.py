@@ -23,23 +23,23 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fournil.data.loader import get_batch
-from fournil.data.mixture import MixtureSampler, phase_steps
-from fournil.data.token_shards import TokenDataset
+from fournil.core.device import autocast_for
+from fournil.core.stage import Stage, hash_tree, read_manifest, upstream_hash
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.config import TransformerConfig
 from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
 from fournil.recipe import ModelConfig, PretrainConfig
-from fournil.stage import Stage, hash_tree, read_manifest, upstream_hash
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
+from fournil.tokens.loader import get_batch
+from fournil.tokens.mixture import MixtureSampler, phase_steps
+from fournil.tokens.shards import TokenDataset
 from fournil.train.checkpoint import (
     list_checkpoints,
     load_trainer_state,
     prune_checkpoints,
     save_checkpoint,
 )
-from fournil.train.device import autocast_for
 from fournil.train.distill import load_teacher
 from fournil.train.distributed import (
     FullOptimizerState,

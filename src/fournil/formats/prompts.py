@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fournil.citations import render_sources
+from fournil.formats.citations import render_sources
 
 OCR_INSTRUCTION = ("Corrige les erreurs d'OCR de ce texte. Réponds avec le texte corrigé "
                    "seulement, sans rien ajouter.")

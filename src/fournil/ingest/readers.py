@@ -78,9 +78,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from fournil.corpus.charsets import UndecodableError, decode, encoding_name
-from fournil.corpus.html import HtmlError, extract_html
-from fournil.corpus.pdf import PdfError, extract_pdf
+from fournil.ingest.charsets import UndecodableError, decode, encoding_name
+from fournil.ingest.html import HtmlError, extract_html
+from fournil.ingest.pdf import PdfError, extract_pdf
 from fournil.provenance.licenses import normalize_license
 from fournil.provenance.records import DOC_SCHEMA
 from fournil.recipe import SourceSpec

@@ -13,8 +13,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fournil.data.token_shards import TokenDataset
-from fournil.data.windows import WindowSampler
+from fournil.tokens.shards import TokenDataset
+from fournil.tokens.windows import WindowSampler
 
 __all__ = ["Sampler", "WindowSampler", "get_batch"]
 

@@ -35,27 +35,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fournil.data.chat import (
-    IGNORE,
-    Rejected,
-    encode_response,
-    held_out,
-    parse_messages,
-    readable_rows,
-)
+from fournil.core.device import autocast_for, pick_device
+from fournil.formats.chatml import ChatEncoder
 from fournil.model.transformer import Transformer
-from fournil.serve.chatml import ChatEncoder
-from fournil.tokenizer.train import load_tokenizer
-from fournil.train.checkpoint import (
-    list_checkpoints,
-    load_trainer_state,
-    prune_checkpoints,
-)
-from fournil.train.device import autocast_for, pick_device
-from fournil.train.muon import make_optimizer
-from fournil.train.post_config import DPOConfig
-from fournil.train.pretrain import MetricsLog
-from fournil.train.sft import (
+from fournil.pretrain.stage import MetricsLog
+from fournil.sft.stage import (
     load_policy,
     model_parameters,
     post_training_stage,
@@ -65,6 +49,22 @@ from fournil.train.sft import (
     trainable_parameters,
     write_rejected,
 )
+from fournil.tokenizer.train import load_tokenizer
+from fournil.train.chats import (
+    IGNORE,
+    Rejected,
+    encode_response,
+    held_out,
+    parse_messages,
+    readable_rows,
+)
+from fournil.train.checkpoint import (
+    list_checkpoints,
+    load_trainer_state,
+    prune_checkpoints,
+)
+from fournil.train.muon import make_optimizer
+from fournil.train.post_config import DPOConfig
 
 
 @dataclass

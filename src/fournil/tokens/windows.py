@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fournil.data.token_shards import TokenDataset
+from fournil.tokens.shards import TokenDataset
 
 
 class WindowSampler:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from fournil.serve.chatml import ROLES, ChatEncoder
+from fournil.formats.chatml import ROLES, ChatEncoder
 
 IGNORE = -100  # the target id cross_entropy skips
 CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")

@@ -1,0 +1,1 @@
+"""The dpo stage: preference tuning against a frozen reference."""

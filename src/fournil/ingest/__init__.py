@@ -1,0 +1,2 @@
+"""The ingest stage: raw documents (JSONL, JSON, Parquet, text, PDF, HTML) into Parquet
+document shards with their provenance."""

@@ -1,0 +1,1 @@
+"""The pretrain stage: next-token prediction on token shards."""

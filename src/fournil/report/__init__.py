@@ -1,0 +1,1 @@
+"""The report stage: models before and after post-training, side by side on tasks."""

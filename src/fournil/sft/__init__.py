@@ -1,0 +1,1 @@
+"""The sft stage: supervised fine-tuning on chats, after data selection."""
