@@ -106,9 +106,10 @@ def _isolate(cores: list[int], work: Path) -> None:
 def run_fournil(input_dir: Path, work: Path, cores: list[int]) -> dict:
     _isolate(cores, work)
     from fournil.core.shards import iter_records
+    from fournil.curate.config import CurateConfig
     from fournil.curate.stage import run_curate
+    from fournil.ingest.config import SourceSpec
     from fournil.ingest.stage import run_ingest
-    from fournil.recipe import CurateConfig, SourceSpec
 
     config = CurateConfig()  # the defaults: every filter, PII, exact and near dedup
     source = SourceSpec(path=str(input_dir), name="bench", license="CC0-1.0", format="jsonl")

@@ -35,14 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fournil.curate.filters import QualityConfig, annotate  # noqa: E402
+from fournil.curate.config import QualityConfig  # noqa: E402
+from fournil.curate.filters import annotate  # noqa: E402
 from fournil.curate.langid import detect  # noqa: E402
 from fournil.curate.normalize import normalize_text  # noqa: E402
 from fournil.curate.ocr_score import ocr_noise_score  # noqa: E402
 from fournil.curate.pii import scrub_pii  # noqa: E402
 from fournil.curate.quality import quality_reason, quality_signals, words_of  # noqa: E402
+from fournil.ingest.config import SourceSpec  # noqa: E402
 from fournil.ingest.readers import read_source, resolve_source  # noqa: E402
-from fournil.recipe import SourceSpec  # noqa: E402
 from fournil.text.stopwords import GOPHER_STOP_WORDS  # noqa: E402
 
 DATA = ROOT / "data"

@@ -11,7 +11,7 @@ end. It prints the medians over the steps of the trainer's own `tokens_per_s` an
 `model_flops_per_s` (`fournil.train.flops`: 6N + 6dV + 12 L d_attn T per token), and MFU:
 that over the GPU's dense bf16 peak, which is the peer here. The first `--warmup` steps
 (compilation, allocator warmup) are left out. Also the peak GPU memory next to
-`fournil.train.memory`'s estimate.
+`fournil.pretrain.memory`'s estimate.
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error(f"--steps ({args.steps}) must exceed --warmup ({args.warmup})")
 
-    from fournil.bake import prepare_data
+    from fournil.bake import run_stages
     from fournil.core.device import pick_device
-    from fournil.core.layout import RunLayout
+    from fournil.pretrain.memory import estimate_memory
     from fournil.pretrain.stage import run_pretrain
     from fournil.recipe import load_recipe
+    from fournil.stages import RunLayout
     from fournil.tokenizer.train import load_tokenizer
     from fournil.train.flops import bf16_peak_flops
-    from fournil.train.memory import estimate_memory
 
     recipe = load_recipe(args.recipe)
     p = recipe.pretrain
@@ -62,7 +62,7 @@ def main() -> None:
         sys.exit(f"{args.recipe}: pretrain.device is {cfg.device} but torch sees no GPU; "
                  "pass --device cpu for a check on this machine")
     layout = RunLayout(recipe.run_dir(args.data or ROOT / "runs" / recipe.name))
-    prepare_data(recipe, layout)
+    run_stages(recipe, layout, until="tokens")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
     out = args.work / "pretrain"

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from fournil.curate import minhash  # noqa: E402
-from fournil.curate.minhash import NearDedupConfig  # noqa: E402
+from fournil.curate.config import NearDedupConfig  # noqa: E402
 from fournil.curate.near_copies import (  # noqa: E402
     BOILERPLATES,
     LIBRARIES,
@@ -305,9 +305,10 @@ def run_curate_once(input_dir: Path, work: Path, near: dict, core: int) -> dict:
     os.dup2(log.fileno(), 2)
     sys.stderr = log
     from fournil.core.shards import iter_records
+    from fournil.curate.config import CurateConfig
     from fournil.curate.stage import run_curate
+    from fournil.ingest.config import SourceSpec
     from fournil.ingest.stage import run_ingest
-    from fournil.recipe import CurateConfig, SourceSpec
 
     config = CurateConfig(workers=1, near_dedup=NearDedupConfig(**near))
     source = SourceSpec(path=str(input_dir), name="b", license="CC0-1.0", format="jsonl")

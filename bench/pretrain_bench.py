@@ -106,8 +106,8 @@ class Setup:
 def make_setup(data_dir: Path | None, steps: int, threads: int = 0) -> Setup:
     """tiny-cpu's model and pretrain settings, on its corpus prepared by the real stages."""
     from fournil.bake import prepare_data
-    from fournil.core.layout import RunLayout
     from fournil.recipe import load_recipe
+    from fournil.stages import RunLayout
     from fournil.tokenizer.train import load_tokenizer
 
     recipe = load_recipe(RECIPE)

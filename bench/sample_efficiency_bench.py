@@ -39,10 +39,11 @@ from pathlib import Path
 
 import torch
 
-from fournil.bake import prepare_data
-from fournil.core.layout import RunLayout
+from fournil.bake import run_stages
+from fournil.pretrain.config import PretrainConfig
 from fournil.pretrain.stage import run_pretrain
-from fournil.recipe import PretrainConfig, load_recipe
+from fournil.recipe import load_recipe
+from fournil.stages import RunLayout
 from fournil.train.config import OptimizerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def main() -> None:
     recipe = load_recipe(ROOT / "recipes" / "tiny-cpu.toml")
     work = args.work or Path(tempfile.mkdtemp(prefix="sample-efficiency-"))
     layout = RunLayout(work / "data")
-    prepare_data(recipe, layout)
+    run_stages(recipe, layout, until="tokens")
 
     configs = arm_configs(recipe.pretrain, args.muon_lr)
     n = args.steps

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fournil.bake import bake
-from fournil.core.layout import RunLayout
 from fournil.recipe import load_recipe
+from fournil.stages import RunLayout
 from fournil.tokenizer.train import save_tokenizer, train_tokenizer
 
 FRENCH = [

@@ -17,10 +17,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fournil.bake import bake
-from fournil.cli import apply_overrides
-from fournil.core.layout import RunLayout
 from fournil.core.stage import read_manifest
 from fournil.model.transformer import Transformer
+from fournil.recipe import apply_overrides
+from fournil.stages import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
@@ -89,18 +89,19 @@ def test_synthetic_samples_pack_into_the_train_split_only(smoke_bake, tmp_path):
     """tokenize.synth: the synth stage's train samples become documents of sources
     synth/<task> (their ChatML text, token for token), its eval samples stay out."""
     from fournil.core.shards import iter_records
-    from fournil.recipe import RecipeError, TokenizeConfig
+    from fournil.recipe import RecipeError
     from fournil.synth.sample import sample_to_text
     from fournil.tokenizer.train import load_tokenizer
+    from fournil.tokens.config import TokensConfig
     from fournil.tokens.shards import TokenDataset
-    from fournil.tokens.stage import run_tokenize
+    from fournil.tokens.stage import run_tokens
 
     _, layout = smoke_bake
-    config = TokenizeConfig(synth=True)
+    config = TokensConfig(synth=True)
     with pytest.raises(RecipeError, match="tokenize.synth: no completed synth stage"):
-        run_tokenize(layout.curate, layout.tokenizer, tmp_path / "no", config,
+        run_tokens(layout.curate, layout.tokenizer, tmp_path / "no", config,
                      synth_dir=tmp_path / "absent")
-    counts = run_tokenize(layout.curate, layout.tokenizer, tmp_path / "tokens", config,
+    counts = run_tokens(layout.curate, layout.tokenizer, tmp_path / "tokens", config,
                           synth_dir=layout.synth)["counts"]
     samples = list(iter_records(layout.synth / "samples"))
     for task in ("ocr", "rag"):

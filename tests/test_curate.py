@@ -8,10 +8,11 @@ import random
 from pathlib import Path
 
 from fournil.core.shards import iter_records
+from fournil.curate.config import CurateConfig
 from fournil.curate.near_copies import NEAR_COPY_KINDS
 from fournil.curate.stage import run_curate
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import run_ingest
-from fournil.recipe import CurateConfig, SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

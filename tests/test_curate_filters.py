@@ -16,14 +16,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from fournil.curate.filters import SIGNAL_FIELDS, LanguageFilters, QualityConfig, annotate
+from fournil.curate.config import LanguageFilters, QualityConfig
+from fournil.curate.filters import SIGNAL_FIELDS, annotate
 from fournil.curate.langid import detect
 from fournil.curate.normalize import normalize_text
 from fournil.curate.ocr_score import ocr_noise_score
 from fournil.curate.pii import iban_ok, scrub_pii
 from fournil.curate.quality import quality_signals, words_of
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.readers import read_source, resolve_source
-from fournil.recipe import RecipeError, SourceSpec, _build
+from fournil.recipe import RecipeError, _build
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

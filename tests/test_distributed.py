@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fournil.cli import apply_overrides
 from fournil.core.validation import RecipeError
-from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint, run_pretrain
+from fournil.pretrain.stage import run_pretrain
+from fournil.recipe import apply_overrides
 from fournil.tokenizer.train import load_tokenizer
-from fournil.train.checkpoint import list_checkpoints
+from fournil.train.checkpoint import final_checkpoint, list_checkpoints
 from fournil.train.distributed import micro_batch_starts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +63,7 @@ def initial_weights(layout, recipe) -> dict[str, torch.Tensor]:
     """The weights every run starts from: the model the trainer builds from the seed."""
     vocab = load_tokenizer(layout.tokenizer).get_vocab_size()
     torch.manual_seed(recipe.seed)
-    return Transformer(TransformerConfig.from_model_config(recipe.model, vocab)).state_dict()
+    return Transformer(recipe.model.with_vocab(vocab)).state_dict()
 
 
 def assert_same_run(run: Path, reference: Path, start: dict[str, torch.Tensor]) -> None:

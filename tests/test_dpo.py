@@ -12,14 +12,14 @@ import shutil
 import pytest
 import torch
 
+from fournil.dpo.config import DPOConfig
 from fournil.dpo.stage import answer_logps, dpo_loss, read_pairs, run_dpo
 from fournil.formats.chatml import ChatEncoder
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import encode_response
-from fournil.train.post_config import DPOConfig
+from fournil.train.checkpoint import final_checkpoint
 
 PAIRS = [("Que fait la boulangère ?", "Elle pétrit la pâte.", "Elle dort."),
          ("Qui vient au village ?", "Les enfants du village.", "Personne."),

@@ -20,6 +20,7 @@ from fournil.cli import main
 from fournil.eval import multiple_choice, ocr
 from fournil.eval.bpb import document_bits_per_byte, held_out_documents
 from fournil.eval.lm import HFLM, FournilLM, PromptTooLong, load_lm
+from fournil.eval.report import write_report
 from fournil.eval.stage import run_eval
 from fournil.eval.tasks import EvalSettings, Task, default_tasks, evaluate
 from fournil.export.hf import export_hf
@@ -28,7 +29,6 @@ from fournil.formats.prompts import ocr_messages
 from fournil.model.config import TransformerConfig
 from fournil.model.generate import generate
 from fournil.model.transformer import Transformer
-from fournil.report.markdown import write_report
 from fournil.tokens.shards import TokenShardWriter
 
 CONTEXTS = [("Il était une fois", " une boulangère"), ("Chaque matin, elle", " pétrissait"),

@@ -8,7 +8,7 @@ import json
 
 from PIL import Image
 
-from fournil.report.markdown import find_metrics, format_table, write_report
+from fournil.eval.report import find_metrics, format_table, write_report
 
 
 def _result(model: str, path: str, bpb: float, acc: float) -> dict:

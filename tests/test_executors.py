@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fournil.core.executors import LocalExecutor, TaskError, make_executor
-from fournil.curate.minhash import NearDedupConfig, find_duplicates, signatures
+from fournil.curate.config import NearDedupConfig
+from fournil.curate.minhash import find_duplicates, signatures
 from fournil.curate.normalize import normalize_text
 
 CONFIG = NearDedupConfig()

@@ -13,8 +13,8 @@ import pytest
 import zstandard
 
 from fournil.core.shards import iter_records, shard_paths
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import IngestError, run_ingest
-from fournil.recipe import SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

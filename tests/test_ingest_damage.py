@@ -23,9 +23,10 @@ from reportlab.pdfgen import canvas
 
 from fournil.core.shards import iter_records
 from fournil.ingest.charsets import decode
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.html import extract_html
 from fournil.ingest.stage import IngestError, run_ingest
-from fournil.recipe import RecipeError, SourceSpec
+from fournil.recipe import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,10 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 
 from fournil.core.shards import iter_records
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.html import decode_html, extract_html
 from fournil.ingest.pdf import PdfEncryptedError, extract_pdf
 from fournil.ingest.stage import run_ingest
-from fournil.recipe import SourceSpec
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -13,10 +13,11 @@ import torch
 from fournil.export.hf import export_hf
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint
+from fournil.sft.config import SFTConfig
 from fournil.sft.stage import run_sft
+from fournil.train.checkpoint import final_checkpoint
+from fournil.train.config import LoRAConfig
 from fournil.train.muon import make_optimizer
-from fournil.train.post_config import LoRAConfig, SFTConfig
 
 peft = pytest.importorskip("peft")  # the lora extra; the dev extra installs it
 transformers = pytest.importorskip("transformers")

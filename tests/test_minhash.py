@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fournil.curate.config import NearDedupConfig
 from fournil.curate.minhash import (
     EMPTY,
-    NearDedupConfig,
     _fmix64,
     _one_permutation,
     find_duplicates,

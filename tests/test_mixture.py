@@ -14,31 +14,19 @@ import numpy as np
 import pytest
 import torch
 
+from fournil.curate.config import CurateConfig
 from fournil.curate.stage import run_curate
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import run_ingest
 from fournil.pretrain.stage import run_pretrain
-from fournil.recipe import (
-    CurateConfig,
-    RecipeError,
-    SourceSpec,
-    TokenizeConfig,
-    TokenizerConfig,
-    _convert,
-)
+from fournil.recipe import RecipeError, _convert
+from fournil.tokenizer.config import TokenizerConfig
 from fournil.tokenizer.stage import run_tokenizer
+from fournil.tokens.config import MixtureConfig, PhaseConfig, TokensConfig, integer_weights
 from fournil.tokens.loader import WindowSampler, get_batch
-from fournil.tokens.mixture import (
-    Cycle,
-    MixtureConfig,
-    MixtureSampler,
-    PhaseConfig,
-    integer_weights,
-    phase_steps,
-    source_spans,
-    tokens_seen,
-)
+from fournil.tokens.mixture import Cycle, MixtureSampler, phase_steps, source_spans, tokens_seen
 from fournil.tokens.shards import TokenDataset
-from fournil.tokens.stage import run_tokenize
+from fournil.tokens.stage import run_tokens
 from fournil.train.schedule import decay_start
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -67,7 +55,7 @@ def train(tmp_path_factory) -> TokenDataset:
     run_curate(tmp / "ingest", tmp / "curate", CurateConfig(workers=1))
     run_tokenizer(tmp / "curate", tmp / "tokenizer", TokenizerConfig(vocab_size=512),
                   max_length=SEQ)
-    run_tokenize(tmp / "curate", tmp / "tokenizer", tmp / "tokens", TokenizeConfig())
+    run_tokens(tmp / "curate", tmp / "tokenizer", tmp / "tokens", TokensConfig())
     data = TokenDataset(tmp / "tokens" / "train")
     spans = source_spans(data.documents())
     assert set(spans) == {NOUVELLES, WIKI, THEATRE} and len(spans[NOUVELLES]) == 2

@@ -15,7 +15,6 @@ from transformers import (
 from fournil.export.hf import export_hf
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
-from fournil.recipe import ModelConfig
 
 
 def tiny_config(tie: bool = True, **overrides) -> TransformerConfig:
@@ -171,7 +170,7 @@ def test_sequence_longer_than_context_is_an_error():
 
 
 def test_config_conversions():
-    cfg = TransformerConfig.from_model_config(ModelConfig(num_kv_heads=1), vocab_size=1000)
+    cfg = TransformerConfig(num_kv_heads=1).with_vocab(1000)
     assert cfg.vocab_size == 1000 and cfg.num_kv_heads == 1 and cfg.head_dim == 64
     assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
     hf = cfg.to_hf(bos_token_id=0, eos_token_id=0)

@@ -7,15 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fournil.core.layout import RunLayout
 from fournil.core.stage import read_manifest
+from fournil.curate.config import CurateConfig
 from fournil.curate.stage import run_curate
 from fournil.export.card import render_model_card
 from fournil.export.stage import CARD_STAGES
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
-from fournil.recipe import CurateConfig, SourceSpec, TokenizeConfig
-from fournil.tokens.stage import run_tokenize
+from fournil.stages import RunLayout
+from fournil.tokens.config import TokensConfig
+from fournil.tokens.stage import run_tokens
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -160,8 +162,8 @@ def test_card_counts_rejections_pii_licensed_and_synthetic_sources(smoke_bake, t
     run_ingest(sources, tmp_path / "ingest", resolve=lambda path: tmp_path / path)
     config = CurateConfig(allowed_licenses=[*DEFAULT_ALLOWED, "LicenseRef-Acme-Archive"])
     run_curate(tmp_path / "ingest", tmp_path / "curate", config)
-    run_tokenize(tmp_path / "curate", layout.tokenizer, tmp_path / "tokens",
-                 TokenizeConfig(val_fraction=0.1, passage_chars=200))
+    run_tokens(tmp_path / "curate", layout.tokenizer, tmp_path / "tokens",
+                 TokensConfig(val_fraction=0.1, passage_chars=200))
     m = _manifests(RunLayout(tmp_path)) | {k: v for k, v in _manifests(layout).items()
                                            if k in ("pretrain", "eval")}
     curate = m["curate"]["counts"]

@@ -12,15 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fournil.core.layout import RunLayout
-from fournil.export.stage import run_export
 from fournil.model.mtp import FILENAME as MTP_FILE
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint, run_pretrain
-from fournil.recipe import CORE_STAGES
+from fournil.pretrain.stage import run_pretrain
+from fournil.stages import BY_NAME, CORE_STAGES, RunLayout, StageContext
 from fournil.tokens.loader import WindowSampler, get_batch
 from fournil.tokens.shards import TokenDataset
-from fournil.train.checkpoint import list_checkpoints
+from fournil.train.checkpoint import final_checkpoint, list_checkpoints
 from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
 from fournil.train.schedule import warmup_cosine, warmup_stable_decay
 
@@ -73,8 +71,10 @@ def test_mtp_heads_train_and_are_left_out_of_the_export(smoke_recipe, smoke_bake
                  cfg, seed=1)
     ckpt = final_checkpoint(tmp_path / "pretrain")
     assert (ckpt / MTP_FILE).exists()  # resumable with its heads
-    pretrain_only = dataclasses.replace(smoke_recipe, stages=list(CORE_STAGES))
-    run_export(pretrain_only, RunLayout(tmp_path))
+    ctx = StageContext(dataclasses.replace(smoke_recipe, stages=list(CORE_STAGES)),
+                       RunLayout(tmp_path))
+    for stage in ("report", "export"):
+        BY_NAME[stage].entry()(ctx)
     weights = load_file(str(tmp_path / "export" / "model.safetensors"))
     assert not any("mtp" in k or "depths" in k for k in weights)
     assert set(weights) == set(Transformer.load(ckpt).weights_for_save())

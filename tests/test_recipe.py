@@ -2,9 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from fournil.cli import apply_overrides
-from fournil.recipe import RecipeError, load_recipe
-from fournil.train.memory import estimate_memory
+from fournil.pretrain.memory import estimate_memory
+from fournil.recipe import RecipeError, apply_overrides, load_recipe
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from fournil.formats.chatml import ChatEncoder
+from fournil.sft.config import SelectConfig
 from fournil.sft.select import llm_judge, select_chats
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import Chat, Rejected, check_roles, encode_chat
-from fournil.train.post_config import SelectConfig
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ class GradingLLM:
     id = "scripted"
 
     def generate(self, requests, progress=True):
-        from fournil.synth.backends import GenResult
+        from fournil.synth.generator import GenResult
         replies = []
         for request in requests:
             text = request.messages[-1][1].split("### Réponse à évaluer")[1]

@@ -17,7 +17,7 @@ import torch
 from fournil.formats.chatml import ChatEncoder
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint
+from fournil.sft.config import SelectConfig, SFTConfig
 from fournil.sft.stage import run_sft
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import (
@@ -27,8 +27,8 @@ from fournil.train.chats import (
     pack,
     read_chats,
 )
-from fournil.train.checkpoint import list_checkpoints
-from fournil.train.post_config import LoRAConfig, SelectConfig, SFTConfig
+from fournil.train.checkpoint import final_checkpoint, list_checkpoints
+from fournil.train.config import LoRAConfig
 
 QA = [("Que fait la boulangère ?", "Elle pétrit la pâte."),
       ("Qui vient au village ?", "Les enfants du village."),

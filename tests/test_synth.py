@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from fournil.core.shards import iter_records
+from fournil.curate.config import CurateConfig
 from fournil.curate.stage import run_curate
 from fournil.formats.prompts import summary_messages
+from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
-from fournil.recipe import CurateConfig, SourceSpec
-from fournil.synth.backends import GeneratorConfig
-from fournil.synth.config import Axis, SynthConfig
+from fournil.synth.config import Axis, GeneratorConfig, SynthConfig
 from fournil.synth.diversity import compression_ratio, distinct_n, near_duplicate_rate
 from fournil.synth.judge import parse_score
 from fournil.synth.license import derive_license

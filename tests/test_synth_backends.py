@@ -11,14 +11,10 @@ import httpx
 import pytest
 
 from fournil.core.validation import RecipeError
-from fournil.synth.backends import (
-    GeneratorConfig,
-    GenRequest,
-    HFGenerator,
-    OpenAIGenerator,
-    make_generator,
-)
+from fournil.synth.backends import HFGenerator, OpenAIGenerator, make_generator
 from fournil.synth.cache import GenerationCache, cache_key
+from fournil.synth.config import GeneratorConfig
+from fournil.synth.generator import GenRequest
 
 PARIS = ({"role": "user", "content": "What is the capital of France? Answer in one word."},)
 QUESTIONS = ["What is the capital of France?", "What is 2 + 2?", "Name a color.",

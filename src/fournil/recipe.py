@@ -1,18 +1,25 @@
 """Recipes: one TOML file describes a whole bake. Validated on load.
 
-Every section is a dataclass; unknown keys, wrong types and out-of-range values are errors
-that name the key (`pretrain.optimizer.lr: must be > 0, got -1`). Paths inside a recipe are relative
-to the recipe file, so a recipe and its data can move together.
+A recipe has a few keys of its own (`name`, `seed`, `out_dir`, `stages`), the model's shape
+(`[model]`), the sampling defaults (`[generate]`), and a section per stage that has settings,
+named after the stage (`[curate]`, `[pretrain]`, ...): each stage owns its settings in its
+package's config.py, and `fournil.stages` lists the stages. This module only composes them,
+reads TOML, resolves `extends` and applies `--set key=value` overrides.
+
+Every value is checked here, once, when the recipe is loaded: unknown keys, wrong types and
+out-of-range values are errors that name the key (`pretrain.optimizer.lr: must be > 0, got
+-1`), before any stage runs. Paths inside a recipe are relative to the recipe file, so a
+recipe and its data can move together. Loading a recipe imports nothing heavy (no torch,
+numpy or pyarrow): `python -X importtime -c "import fournil.recipe"` shows it.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -22,259 +29,34 @@ else:  # pragma: no cover
 
 from fournil.core.validation import RecipeError
 from fournil.core.validation import check as _check
-from fournil.curate.filters import QualityConfig
-from fournil.curate.minhash import NearDedupConfig
-from fournil.provenance.licenses import DEFAULT_ALLOWED, normalize_license
-from fournil.synth.config import SynthConfig
-from fournil.tokens.mixture import MixtureConfig
-from fournil.train.config import DistillConfig, MTPConfig, OptimizerConfig
-from fournil.train.post_config import DPOConfig, SFTConfig
+from fournil.model.config import GenerateConfig, TransformerConfig
+from fournil.stages import CORE_STAGES, STAGE_NAMES, STAGES
 
-__all__ = ["RecipeError", "Recipe", "load_recipe", "recipe_from_dict"]
+__all__ = ["RecipeError", "Recipe", "load_recipe", "recipe_from_dict", "apply_overrides"]
 
-
-@dataclass
-class SourceSpec:
-    """One input of the ingest stage: a file or folder, with its provenance."""
-
-    path: str
-    name: str | None = None  # the records' `source`; a folder's sidecar may give it
-    license: str | None = None  # raw or SPDX; normalised at ingest
-    format: str | None = None  # auto|jsonl|json|parquet|txt|pdf|html (unset: the sidecar's)
-    language: str | None = None
-    text_field: str | None = None  # unset: the sidecar's, else "text"
-    id_field: str | None = None
-    encoding: str | None = None  # text and HTML files: this encoding, not detection
-
-    def validate(self, key: str) -> None:
-        _check(self.format in (None, "auto", "jsonl", "json", "parquet", "txt", "pdf", "html"),
-               f"{key}.format",
-               f"unknown format {self.format!r} (auto, jsonl, json, parquet, txt, pdf, html)")
-        if self.encoding is not None:
-            try:
-                codecs.lookup(self.encoding)
-            except LookupError:
-                _check(False, f"{key}.encoding", f"unknown encoding {self.encoding!r} "
-                       "(e.g. utf-8, cp1252, latin-1, utf-16)")
+# the sections: the model's, then each stage's settings, in pipeline order
+SECTIONS: dict[str, type] = {"model": TransformerConfig, "generate": GenerateConfig,
+                             **{s.name: s.config for s in STAGES if s.config is not None}}
+RENAMED = {"tokenize": "tokens"}  # old section and stage names, for a helpful error
 
 
-@dataclass
-class IngestConfig:
-    sources: list[SourceSpec] = field(default_factory=list)
-    rows_per_shard: int = 50_000
-    strict: bool = False  # stop at the first damaged file instead of rejecting it and going on
-
-    def validate(self, key: str) -> None:
-        _check(len(self.sources) > 0, f"{key}.sources", "at least one source is needed")
-        _check(self.rows_per_shard > 0, f"{key}.rows_per_shard", "must be > 0")
-        for i, source in enumerate(self.sources):
-            source.validate(f"{key}.sources[{i}]")
-
-
-@dataclass
-class CurateConfig:
-    allowed_licenses: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED))
-    unicode_form: str = "NFC"
-    min_chars: int = 200
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
-    executor: str = "local"  # local (process pool) | ray
-    workers: int = 0  # local processes; 0 = all cores
-    ray_address: str | None = None  # None: a local Ray; "auto" or host:port: a cluster
-    task_rows: int = 2000  # documents per task (whole Parquet row groups)
-
-    def validate(self, key: str) -> None:
-        _check(self.unicode_form in ("NFC", "NFKC"), f"{key}.unicode_form", "NFC or NFKC")
-        _check(self.min_chars >= 0, f"{key}.min_chars", "must be >= 0")
-        _check(self.executor in ("local", "ray"), f"{key}.executor", "local or ray")
-        _check(self.workers >= 0, f"{key}.workers", "must be >= 0 (0 = all cores)")
-        _check(self.task_rows > 0, f"{key}.task_rows", "must be > 0")
-        self.quality.validate(f"{key}.quality")
-        self.near_dedup.validate(f"{key}.near_dedup")
-        for i, lic in enumerate(self.allowed_licenses):
-            spdx = normalize_license(lic)
-            _check(spdx != "LicenseRef-Unknown", f"{key}.allowed_licenses[{i}]",
-                   f"unknown license {lic!r}")
-            self.allowed_licenses[i] = spdx
-
-
-@dataclass
-class TokenizerConfig:
-    vocab_size: int = 8192
-    min_frequency: int = 2
-    max_train_chars: int = 50_000_000  # cap on text fed to the BPE trainer
-
-    def validate(self, key: str) -> None:
-        _check(300 <= self.vocab_size <= 1 << 20, f"{key}.vocab_size",
-               f"must be between 300 and {1 << 20}, got {self.vocab_size}")
-        _check(self.min_frequency >= 1, f"{key}.min_frequency", "must be >= 1")
-
-
-@dataclass
-class TokenizeConfig:
-    val_fraction: float = 0.05  # share of passages held out for validation
-    passage_chars: int = 4000  # documents are split into passages for the val split
-    # also pack the synth stage's train-split samples (ChatML text, sources `synth/<task>`),
-    # e.g. for a mixture phase that mixes instruction data into pretraining; their eval split
-    # stays out of every token shard
-    synth: bool = False
-
-    def validate(self, key: str) -> None:
-        _check(0.0 < self.val_fraction < 0.5, f"{key}.val_fraction", "must be in (0, 0.5)")
-        _check(self.passage_chars >= 200, f"{key}.passage_chars", "must be >= 200")
-
-
-@dataclass
-class ModelConfig:
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 64
-    intermediate_size: int = 768
-    max_seq_len: int = 512
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-    tie_embeddings: bool = True
-
-    def validate(self, key: str) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                     "intermediate_size", "max_seq_len"):
-            _check(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        _check(self.num_heads % self.num_kv_heads == 0, f"{key}.num_kv_heads",
-               f"must divide num_heads ({self.num_heads}), got {self.num_kv_heads}")
-
-
-@dataclass
-class PretrainConfig:
-    max_steps: int = 1000
-    seq_len: int = 256
-    batch_size: int = 16  # sequences per micro-batch (per process under torchrun)
-    grad_accum: int = 1
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    # cosine: warmup then cosine decay to min_lr_ratio; wsd: warmup, a stable plateau, then a
-    # linear decay over the last `decay_fraction` of the steps (which a run can be extended
-    # from: continue the plateau, decay again)
-    schedule: str = "cosine"
-    warmup_steps: int = 50
-    decay_fraction: float = 0.2  # wsd only
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    mtp: MTPConfig = field(default_factory=MTPConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    # sources weighted per phase ([[pretrain.mixture.phases]]); none: the natural mix
-    mixture: MixtureConfig = field(default_factory=MixtureConfig)
-    eval_every: int = 100
-    eval_tokens: int = 65_536
-    checkpoint_every: int = 100
-    log_every: int = 10
-    device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast where supported) | float32 | bfloat16
-    compile: bool = False  # torch.compile the training step (worth it on GPUs)
-    # under torchrun: ddp (a whole model per process) or fsdp (parameters, gradients and
-    # optimizer state sharded over processes, for models too large for one device)
-    parallel: str = "ddp"
-
-    def validate(self, key: str) -> None:
-        for name in ("max_steps", "seq_len", "batch_size", "grad_accum", "eval_every",
-                     "eval_tokens", "checkpoint_every", "log_every"):
-            _check(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-        _check(self.schedule in ("cosine", "wsd"), f"{key}.schedule",
-               f"cosine or wsd, got {self.schedule!r}")
-        _check(0 <= self.min_lr_ratio <= 1, f"{key}.min_lr_ratio", "must be in [0, 1]")
-        _check(0 <= self.warmup_steps < self.max_steps, f"{key}.warmup_steps",
-               "must be >= 0 and < max_steps")
-        _check(0 < self.decay_fraction <= 1, f"{key}.decay_fraction", "must be in (0, 1]")
-        if self.schedule == "wsd":
-            _check(self.warmup_steps + round(self.decay_fraction * self.max_steps)
-                   <= self.max_steps, f"{key}.decay_fraction",
-                   "warmup and decay together exceed max_steps")
-        _check(self.grad_clip > 0, f"{key}.grad_clip", "must be > 0")
-        _check(self.device in ("auto", "cpu", "cuda", "mps"), f"{key}.device",
-               "auto, cpu, cuda or mps")
-        _check(self.dtype in ("auto", "float32", "bfloat16"), f"{key}.dtype",
-               "auto, float32 or bfloat16")
-        _check(self.parallel in ("ddp", "fsdp"), f"{key}.parallel",
-               f"ddp or fsdp, got {self.parallel!r}")
-        self.optimizer.validate(f"{key}.optimizer")
-        self.mtp.validate(f"{key}.mtp")
-        self.distill.validate(f"{key}.distill")
-        self.mixture.validate(f"{key}.mixture")
-
-
-@dataclass
-class GenerateConfig:
-    prompt: str = "Il était une fois"
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    seed: int = 0
-
-    def validate(self, key: str) -> None:
-        _check(self.max_new_tokens > 0, f"{key}.max_new_tokens", "must be > 0")
-        _check(self.temperature >= 0, f"{key}.temperature", "must be >= 0 (0 is greedy)")
-        _check(self.top_k >= 0, f"{key}.top_k", "must be >= 0 (0 disables)")
-        _check(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
-
-
-EVAL_TASK_KINDS = ("bpb", "mc", "ocr", "rag", "copy")  # fournil.eval.tasks
-
-
-@dataclass
-class EvalConfig:
-    """`fournil eval --task/--report`: what to score (see fournil.eval.tasks) and how much."""
-
-    tasks: list[str] = field(default_factory=list)  # bpb, mc:PATH, ocr[:PATH], rag[:PATH], copy
-    max_items: int = 200  # per task, the first ones in file order
-    max_new_tokens: int = 256  # longest answer (OCR corrections, cited answers)
-    bpb_bytes_per_source: int = 100_000  # held-out text scored per source
-
-    def validate(self, key: str) -> None:
-        for i, task in enumerate(self.tasks):
-            _check(task.partition(":")[0] in EVAL_TASK_KINDS, f"{key}.tasks[{i}]",
-                   f"expected bpb, mc:PATH, ocr[:PATH], rag[:PATH] or copy[:PATH], got {task!r}")
-        for name in ("max_items", "max_new_tokens", "bpb_bytes_per_source"):
-            _check(getattr(self, name) > 0, f"{key}.{name}", "must be > 0")
-
-
-CORE_STAGES = ("ingest", "curate", "tokenizer", "tokenize", "pretrain", "eval", "export")
-PIPELINE = ("ingest", "curate", "synth", "tokenizer", "tokenize", "pretrain", "eval", "sft", "dpo",
-            "export")  # the order bake runs them in
-
-
-@dataclass
-class Recipe:
-    name: str
-    seed: int = 1337
-    out_dir: str | None = None  # default: runs/<name> under the current directory
-    # what `fournil bake` runs: the core stages, plus synth / sft / dpo when named
-    stages: list[str] = field(default_factory=lambda: list(CORE_STAGES))
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    curate: CurateConfig = field(default_factory=CurateConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    file: Path | None = None  # the file it was loaded from (not a TOML key)
+class _RecipeMethods:
+    """What a recipe can do besides holding its sections (the dataclass below adds them)."""
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if hasattr(value, "validate"):
-                value.validate(f.name)
+        for name in SECTIONS:
+            getattr(self, name).validate(name)
         for i, name in enumerate(self.stages):
-            _check(name in PIPELINE, f"stages[{i}]", f"unknown stage {name!r} "
-                   f"({', '.join(PIPELINE)})")
-        missing = [name for name in CORE_STAGES if name not in self.stages]
-        _check(not missing, "stages", f"{', '.join(missing)} cannot be left out")
+            _check(name in STAGE_NAMES, f"stages[{i}]", f"unknown stage {name!r} "
+                   f"({', '.join(STAGE_NAMES)})" + _renamed(name))
+        _check(self.model.vocab_size == 0, "model.vocab_size",
+               "is the tokenizer's (tokenizer.vocab_size); leave it out")
         _check(self.pretrain.seq_len <= self.model.max_seq_len, "pretrain.seq_len",
                f"must be <= model.max_seq_len ({self.model.max_seq_len})")
+
+    def runs(self, stage: str) -> bool:
+        """Whether `fournil bake` runs this stage: every core stage, the others when named."""
+        return stage in CORE_STAGES or stage in self.stages
 
     @property
     def root(self) -> Path:
@@ -299,6 +81,23 @@ class Recipe:
         data = dataclasses.asdict(self)
         data.pop("file")
         return data
+
+
+Recipe = dataclasses.make_dataclass("Recipe", [
+    ("name", str),
+    ("seed", int, field(default=1337)),
+    ("out_dir", str | None, field(default=None)),  # default: runs/<name> under the cwd
+    # what `fournil bake` runs besides the core stages, which always run: the optional ones
+    # named here (synth, sft, dpo); naming a core stage changes nothing
+    ("stages", list[str], field(default_factory=lambda: list(CORE_STAGES))),
+    *((name, section, field(default_factory=section)) for name, section in SECTIONS.items()),
+    ("file", Path | None, field(default=None)),  # the file it was loaded from (not a key)
+], bases=(_RecipeMethods,), namespace={"__module__": __name__})
+Recipe.__doc__ = "A whole bake: its own keys, the model's shape, and each stage's settings."
+
+
+def _renamed(name: str) -> str:
+    return f"; {name!r} is now {RENAMED[name]!r}" if name in RENAMED else ""
 
 
 def _is_dataclass_type(tp: object) -> bool:
@@ -344,7 +143,8 @@ def _build(cls: type, data: dict, prefix: str) -> object:
     for key in data:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else key
-            raise RecipeError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+            raise RecipeError(f"{where}: unknown key (known: {', '.join(sorted(names))})"
+                              + ("" if prefix else _renamed(key)))
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
@@ -399,3 +199,32 @@ def load_recipe(path: str | Path) -> Recipe:
         return recipe_from_dict(data, path)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """`--set pretrain.max_steps=100`: the key's path and the TOML value (a bare word is a
+    string)."""
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected key=value, e.g. pretrain.max_steps=100")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """The recipe with `--set key=value` overrides applied, validated again."""
+    if not overrides:
+        return recipe
+    data = recipe.to_dict()
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise RecipeError(f"--set {item}: no section {k!r} in the recipe" + _renamed(k))
+            node = node[k]
+        node[keys[-1]] = value
+    return recipe_from_dict(data, recipe.file)

@@ -1,4 +1,5 @@
-"""Where curation work runs: local processes (the default) or a Ray cluster.
+"""Where a stage's units of work run (curate's tasks, synth's chunks): local processes (the
+default) or a Ray cluster; and the folder that lets an interrupted run redo only what is missing.
 
 One interface: `executor.map(fn, tasks)` calls `fn(task)` for every task and returns the
 results in task order, whatever order they finish in, with a progress bar over completed
@@ -15,15 +16,19 @@ its cause, rather than a hang or a bare traceback from a worker.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from fournil.core.cores import available_cores
+from fournil.core.stage import write_json_atomic
 
 
 class TaskError(RuntimeError):
@@ -194,3 +199,19 @@ def make_executor(name: str, workers: int = 0, ray_address: str | None = None) -
     if name == "ray":
         return RayExecutor(address=ray_address, num_cpus=workers or None)
     raise ValueError(f"unknown executor {name!r} (local, ray)")
+
+
+def resumable_dir(folder: Path, plan: object) -> Path:
+    """The folder where a stage's units of work leave their outputs, each written whole (temp
+    name, then rename) so that a unit's file exists only when the unit is done. An interrupted
+    run's folder is kept only if it planned the same units (`plan`, kept as plan.json), so a
+    restart redoes only the missing ones; any other is emptied."""
+    plan = json.loads(json.dumps(plan))  # as it reads back: tuples are lists
+    plan_file = folder / "plan.json"
+    if folder.exists() and (not plan_file.exists()
+                            or json.loads(plan_file.read_text()) != plan):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not plan_file.exists():
+        write_json_atomic(plan_file, plan)
+    return folder

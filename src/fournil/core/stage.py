@@ -15,8 +15,11 @@ import logging
 import os
 import shutil
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypedDict
 
 from fournil import __version__
 
@@ -65,6 +68,60 @@ def write_json_atomic(path: Path, obj: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
     os.replace(tmp, path)
+
+
+class Timings(TypedDict):
+    started: str  # UTC, ISO 8601
+    seconds: float
+
+
+class Manifest(TypedDict):
+    """What every stage's manifest.json holds; each stage's own type (the return type of its
+    `run`) adds `counts` and what else it records, and docs/DESIGN.md lists them all."""
+
+    stage: str
+    fournil_version: str
+    key: str  # the fingerprint of the stage's inputs and parameters
+    inputs: dict[str, str]
+    params: dict[str, Any]  # the stage's own business: no other stage reads them
+    timings: Timings
+    output_hash: str
+
+
+def mismatches(value: object, tp: object, where: str = "manifest") -> list[str]:
+    """Where `value` differs from the type `tp` (a TypedDict, dict[str, X], list[X], a union,
+    int, float, str, bool, Any): the keys a stage's typed manifest declares and that its
+    manifest.json lacks, or holds with another type. Empty when it conforms."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return []
+    if origin in (typing.Union, types.UnionType):
+        return [] if any(not mismatches(value, a, where) for a in args) else [
+            f"{where}: {type(value).__name__} is none of {tp}"]
+    if isinstance(tp, type) and typing.is_typeddict(tp):
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        hints = typing.get_type_hints(tp)
+        missing = [f"{where}.{k}: missing" for k in sorted(tp.__required_keys__ - set(value))]
+        return missing + [e for k, t in hints.items() if k in value
+                          for e in mismatches(value[k], t, f"{where}.{k}")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: expected an object, got {type(value).__name__}"]
+        return [e for k, v in value.items() for e in mismatches(v, args[1], f"{where}.{k}")]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        return [e for i, v in enumerate(value) for e in mismatches(v, args[0], f"{where}[{i}]")]
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is type(None):
+        ok = value is None
+    else:
+        ok = isinstance(value, tp)
+    return [] if ok else [f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}"]
 
 
 @dataclass
@@ -127,3 +184,21 @@ class Stage:
         os.replace(self.partial, self.path)
         log.info("%s: done in %.1fs -> %s", self.name, manifest["timings"]["seconds"], self.path)
         return manifest
+
+
+class Context(Protocol):
+    """What a stage's `run(ctx)` is given (`fournil.stages.StageContext` is the one bake and the
+    CLI make): the recipe, the verb's options, and the run's folders."""
+
+    recipe: Any  # fournil.recipe.Recipe
+    options: dict[str, Any]
+    pipeline: tuple[str, ...]  # the stages the recipe runs, in the order bake runs them
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The verb's `--<name>`, else `default` (always `default` under bake)."""
+
+    def folder(self, stage: str, option: str | None = None) -> Path:
+        """A stage's folder of this run, or the path the verb's `--<option>` gives."""
+
+    def out(self, stage: str) -> Path:
+        """Where this stage writes: `--out`, else `<run>/<stage>`."""

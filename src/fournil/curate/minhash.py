@@ -31,13 +31,12 @@ one machine: signatures take `4 * bands * rows` bytes per document.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import xxhash
 
-from fournil.core.validation import check as _check
+from fournil.curate.config import NearDedupConfig
 from fournil.curate.normalize import ocr_letters
 
 # letters, digits and underscores of any script; punctuation and spaces separate words
@@ -50,63 +49,6 @@ _MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _UNFILLED = np.uint64(1 << 32)  # above every 32-bit value: a bin no shingle fell into
-SHINGLES = ("letters", "words")
-
-
-@dataclass
-class NearDedupConfig:
-    """MinHash + LSH near-duplicate removal (the `curate.near_dedup` recipe section).
-
-    The defaults are what bench/near_dup_bench.py measured on planted copies of the kind OCR'd
-    collections hold (2-5% of characters misread, page furniture, paragraphs swapped at page
-    breaks, cut 70-90% the same, word edits, combinations) and hard negatives (chapters of
-    one book, texts quoting one passage, short documents with one notice): every planted
-    pair found and no hard-negative pair merged, where the defaults before (datatrove's word
-    5-grams, 14 x 8, no check) found 55% and no copy with 3% of its characters misread.
-    bench/README.md has the table and the alternatives tried.
-    """
-
-    enabled: bool = True
-    # "letters": k-grams of the OCR skeleton, one-permutation MinHash (see the module
-    # docstring); "words": word n-grams, k-permutation MinHash (datatrove's). Word 5-grams
-    # cannot survive OCR noise: a 25-character shingle is intact at 3% noise with p ~0.47
-    shingles: str = "letters"
-    # letters (or words) per shingle. Measured: 6 to 8 letters found every planted pair; 5
-    # made 8x as many LSH candidates (4.0 pairs per document, against 0.49 at 8: distinct
-    # texts share short k-grams); 10 and 12 lost 8% and 41% of the copies scanned twice at 5%
-    shingle_size: int = 8
-    # LSH: candidates from Jaccard ~(1/bands)^(1/rows) = 0.25. The OCR'd copies' Jaccard is
-    # 0.4-0.9: 14 x 8 (knee 0.72) found 78% of the planted pairs, 20 x 5 (0.55) 95%, 40 x 3
-    # and 64 x 3 all of them, 32 x 4 99.4%; 96 x 2 too, with 2.5x the candidates
-    bands: int = 64
-    rows: int = 3  # signature values per band
-    seed: int = 1  # of the hash functions: signatures only compare under the same seed
-    # candidate pairs must also agree on this share of the full signature (an estimate of
-    # their Jaccard similarity); None keeps every LSH candidate. Loose bands need it: 64 x 3
-    # unchecked merged 83 hard-negative pairs (precision 0.92); at 0.30 and 0.35, 4 and 1
-    # pairs of short documents ending with one notice; at 0.45 one planted pair was lost.
-    # Planted pairs agreed on >= 0.40 (1st percentile 0.46), hard negatives on <= 0.37
-    # (99th percentile 0.34); 192 values make the estimate's spread ~0.035 at J = 0.35
-    verify_threshold: float | None = 0.40
-
-    @property
-    def num_perm(self) -> int:
-        return self.bands * self.rows
-
-    @property
-    def threshold(self) -> float:
-        """The Jaccard similarity at which a pair becomes a candidate with probability ~1/2."""
-        return (1 / self.bands) ** (1 / self.rows)
-
-    def validate(self, key: str) -> None:
-        _check(self.shingles in SHINGLES, f"{key}.shingles",
-               f"must be one of {', '.join(SHINGLES)}, got {self.shingles!r}")
-        _check(self.shingle_size >= 1, f"{key}.shingle_size", "must be >= 1")
-        _check(self.bands >= 1, f"{key}.bands", "must be >= 1")
-        _check(self.rows >= 1, f"{key}.rows", "must be >= 1")
-        _check(self.seed >= 0, f"{key}.seed", "must be >= 0")
-        _check(self.verify_threshold is None or 0 < self.verify_threshold <= 1,
-               f"{key}.verify_threshold", f"must be in (0, 1], got {self.verify_threshold}")
 
 
 def words(text: str) -> list[str]:

@@ -25,12 +25,9 @@ import re
 from collections import Counter
 from itertools import accumulate, compress, count
 from operator import itemgetter, ne
-from typing import TYPE_CHECKING
 
+from fournil.curate.config import DUP_NGRAMS, TOP_NGRAMS, QualityConfig
 from fournil.text.stopwords import GOPHER_STOP_WORDS, STOP_WORDS
-
-if TYPE_CHECKING:
-    from fournil.curate.filters import QualityConfig
 
 # A word: a word character, then word characters, inner hyphens and apostrophes (peut-être,
 # c'est-à-dire), on lowercased text where every apostrophe is followed by a space first, so
@@ -52,8 +49,6 @@ C4_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", 
 BULLETS = ("•", "●", "▪", "‣", "◦", "►", "*")
 SHORT_LINE_CHARS = 30  # FineWeb's short_line_length
 
-TOP_NGRAMS = (2, 3, 4)
-DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
 
 # The signals, in column order. Integers are counts; the rest are fractions or ratios.
 INT_SIGNALS = ("n_words", "n_lines", "max_line_chars", "stop_words")

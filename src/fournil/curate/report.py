@@ -12,9 +12,35 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TypedDict
 
 EXAMPLES_PER_REASON = 3
 EXCERPT_CHARS = 240
+
+
+class CurateSourceTally(TypedDict):
+    read: int
+    kept: int
+    chars_kept: int
+    words_kept: int
+    ocr_flagged: int  # kept documents flagged as OCR-noisy (kept for correction)
+    rejected: dict[str, int]  # reason -> documents
+    languages: dict[str, int]  # detected language -> kept documents
+    licenses: dict[str, int]  # SPDX id -> kept documents
+    pii: dict[str, int]  # kind -> replacements in kept documents
+
+
+class CurateCounts(TypedDict):
+    read: int
+    kept: int
+    rejected: dict[str, int]
+    by_license: dict[str, int]
+    languages: dict[str, int]
+    pii: dict[str, int]
+    ocr_flagged: int
+    chars_kept: int
+    words_kept: int
+    by_source: dict[str, CurateSourceTally]
 
 
 def _source_tally() -> dict:
@@ -50,7 +76,7 @@ class Tally:
         s["ocr_flagged"] += bool(record.get("ocr_flag"))
         s["pii"].update(json.loads(record.get("pii_counts") or "{}"))
 
-    def counts(self) -> dict:
+    def counts(self) -> CurateCounts:
         by_source = {name: {k: dict(v) if isinstance(v, Counter) else v for k, v in s.items()}
                      for name, s in sorted(self.sources.items())}
         total = lambda key: sum(s[key] for s in self.sources.values())  # noqa: E731

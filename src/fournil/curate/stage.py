@@ -21,7 +21,6 @@ interrupted curate started again skips the tasks that had finished.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -30,17 +29,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fournil.core.executors import make_executor
+from fournil.core.executors import make_executor, resumable_dir
+from fournil.core.settings import RUN_SETTINGS as EXECUTOR_SETTINGS
 from fournil.core.shards import ShardWriter, shard_paths
-from fournil.core.stage import Stage, upstream_hash, write_json_atomic
+from fournil.core.stage import Context, Manifest, Stage, upstream_hash
+from fournil.curate.config import CurateConfig
 from fournil.curate.dedup import ExactDedup, exact_digest
 from fournil.curate.filters import SIGNAL_FIELDS, annotate
 from fournil.curate.minhash import find_duplicates, signature
 from fournil.curate.normalize import normalize_text
-from fournil.curate.report import Tally, write_report
+from fournil.curate.report import CurateCounts, Tally, write_report
 from fournil.provenance.licenses import check_license
 from fournil.provenance.records import DOC_SCHEMA, rejected_schema, with_columns
-from fournil.recipe import CurateConfig
 
 CURATED_SCHEMA = with_columns(DOC_SCHEMA, [pa.field("n_chars", pa.int64()),
                                            pa.field("dup_of", pa.string()), *SIGNAL_FIELDS])
@@ -48,8 +48,25 @@ REJECTED_SCHEMA = rejected_schema(CURATED_SCHEMA)
 # what a task adds to its kept records for the driver's dedup; never in the stage output
 FINGERPRINTS = [pa.field("_digest", pa.binary(16)), pa.field("_minhash", pa.list_(pa.uint32()))]
 TASK_KEPT_SCHEMA = with_columns(CURATED_SCHEMA, FINGERPRINTS)
-# executor settings change where the work runs, not its result
-RUN_SETTINGS = ("executor", "workers", "ray_address", "task_rows")
+# where the work runs and in what units, never its result: out of the stage's fingerprint
+RUN_SETTINGS = (*EXECUTOR_SETTINGS, "task_rows")
+
+
+class CurateManifest(Manifest):
+    counts: CurateCounts
+    allowed_licenses: list[str]  # the license policy the gate applied (SPDX ids)
+    executor: str
+    tasks: int
+
+
+def run(ctx: Context) -> CurateManifest:
+    """`fournil curate` and bake: the run's ingested documents curated into its curate folder,
+    on the executor the recipe (or the verb's --executor/--workers/--ray-address) names."""
+    overrides = {k: ctx.options[k] for k in EXECUTOR_SETTINGS if ctx.option(k) is not None}
+    config = dataclasses.replace(ctx.recipe.curate, **overrides)
+    config.validate("curate")
+    return run_curate(ctx.folder("ingest", "input"), ctx.out("curate"), config,
+                      ctx.recipe.ingest.rows_per_shard)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +125,7 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_task(task: Task, config: CurateConfig, task_dir: str) -> int:
+def curate_task(task: Task, config: CurateConfig, task_dir: str) -> int:
     """Curate one task's rows into `task-N.rejected.parquet` and `task-N.kept.parquet` (the
     latter written last: its presence means the task is done). Returns the rows read."""
     table = pq.ParquetFile(task.shard).read_row_groups(list(task.row_groups))
@@ -130,8 +147,8 @@ def run_task(task: Task, config: CurateConfig, task_dir: str) -> int:
     return len(table)
 
 
-def _run_task(args: tuple[Task, CurateConfig, str]) -> int:
-    return run_task(*args)
+def _curate_task(args: tuple[Task, CurateConfig, str]) -> int:
+    return curate_task(*args)
 
 
 def find_all_duplicates(task_dir: Path, tasks: list[Task],
@@ -159,22 +176,8 @@ def find_all_duplicates(task_dir: Path, tasks: list[Task],
     return dropped
 
 
-def _prepare_task_dir(work: Path, tasks: list[Task]) -> Path:
-    """The folder of task outputs, kept from an interrupted run only if planned the same."""
-    task_dir = work / "tasks"
-    plan = [dataclasses.asdict(t) for t in tasks]
-    plan_file = task_dir / "plan.json"
-    if task_dir.exists() and (not plan_file.exists() or json.loads(plan_file.read_text()) !=
-                              json.loads(json.dumps(plan))):
-        shutil.rmtree(task_dir)
-    task_dir.mkdir(exist_ok=True)
-    if not plan_file.exists():
-        write_json_atomic(plan_file, plan)
-    return task_dir
-
-
 def run_curate(ingest_dir: Path, out_dir: Path, config: CurateConfig,
-               rows_per_shard: int = 50_000) -> dict:
+               rows_per_shard: int = 50_000) -> CurateManifest:
     """Curate the documents of a completed ingest stage into `out_dir`."""
     documents_dir = Path(ingest_dir) / "documents"
     params = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_SETTINGS}
@@ -183,10 +186,10 @@ def run_curate(ingest_dir: Path, out_dir: Path, config: CurateConfig,
         return manifest
     work = stage.start(resume=True)
     tasks = plan_tasks(documents_dir, config.task_rows)
-    task_dir = _prepare_task_dir(work, tasks)
+    task_dir = resumable_dir(work / "tasks", [dataclasses.asdict(t) for t in tasks])
     todo = [t for t in tasks if not _task_path(task_dir, t.index, "kept").exists()]
     with make_executor(config.executor, config.workers, config.ray_address) as executor:
-        executor.map(_run_task, [(t, config, str(task_dir)) for t in todo],
+        executor.map(_curate_task, [(t, config, str(task_dir)) for t in todo],
                      labels=[t.label for t in todo], desc="curate")
     dropped = find_all_duplicates(task_dir, tasks, config)
 
@@ -215,4 +218,5 @@ def run_curate(ingest_dir: Path, out_dir: Path, config: CurateConfig,
     if counts["kept"] + sum(counts["rejected"].values()) != counts["read"]:
         raise AssertionError(f"curate lost records: {counts}")
     write_report(work, counts, tally.examples)
-    return stage.finish(counts, executor=config.executor, tasks=len(tasks))
+    return stage.finish(counts, allowed_licenses=list(config.allowed_licenses),
+                        executor=config.executor, tasks=len(tasks))

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -36,19 +37,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fournil.core.device import autocast_for, pick_device
+from fournil.core.stage import Context, Manifest
+from fournil.dpo.config import DPOConfig
 from fournil.formats.chatml import ChatEncoder
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import MetricsLog
-from fournil.sft.stage import (
-    load_policy,
-    model_parameters,
-    post_training_stage,
-    resume_policy,
-    save_policy,
-    train_steps,
-    trainable_parameters,
-    write_rejected,
-)
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import (
     IGNORE,
@@ -63,8 +55,19 @@ from fournil.train.checkpoint import (
     load_trainer_state,
     prune_checkpoints,
 )
+from fournil.train.metrics import MetricsLog
 from fournil.train.muon import make_optimizer
-from fournil.train.post_config import DPOConfig
+from fournil.train.post import (
+    load_policy,
+    model_parameters,
+    post_inputs,
+    post_training_stage,
+    resume_policy,
+    save_policy,
+    train_steps,
+    trainable_parameters,
+    write_rejected,
+)
 
 
 @dataclass
@@ -159,8 +162,40 @@ def summary(losses: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) 
             "accuracy": float((margin > 0).float().mean())}
 
 
+class DPOCounts(TypedDict):
+    """Also `final_<metric>` of the last logged step and the held-out metrics (loss, reward
+    accuracy and margin), by name."""
+
+    read: int
+    kept: int
+    rejected: int
+    train_pairs: int
+    eval_pairs: int
+    steps: int
+    tokens_seen: int
+    parameters: int
+    trained_parameters: int
+
+
+class DPOManifest(Manifest):
+    counts: DPOCounts
+    final_checkpoint: str
+    rejected_by_reason: dict[str, int]
+    lora: dict | None
+    base: str
+    device: str
+
+
+def run(ctx: Context) -> DPOManifest | None:
+    """`fournil dpo` and bake: the recipe's (or the verb's) preference pairs, tuned into the
+    run's final SFT checkpoint (else pretrain's, or the given base)."""
+    data, base = post_inputs(ctx, "dpo")
+    return run_dpo(data, base, ctx.out("dpo"), ctx.recipe.dpo, ctx.recipe.seed,
+                   stop_after=ctx.option("stop_after"))
+
+
 def run_dpo(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: DPOConfig,
-            seed: int, stop_after: int | None = None) -> dict | None:
+            seed: int, stop_after: int | None = None) -> DPOManifest | None:
     """Preference-tune `base_dir` on the pairs in `data`, the frozen reference being
     `base_dir` itself; resumes from the stage's latest checkpoint. Returns the manifest when
     done, None when stopped early by `stop_after`."""

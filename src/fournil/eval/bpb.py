@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -60,11 +60,23 @@ class HeldOut:
             self.tokens[source] = np.concatenate(parts)
 
 
+class Score(TypedDict):
+    bpb: float  # nats / (ln 2 * bytes): comparable across tokenizers
+    loss: float  # nats per scored token
+    nats: float
+    bytes: int
+    tokens: int
+
+
+class Bpb(Score):
+    by_source: dict[str, Score]
+
+
 @torch.inference_mode()
 def bits_per_byte(model: torch.nn.Module, held_out: HeldOut, token_bytes: np.ndarray,
                   seq_len: int, batch_size: int = 8, device: str | torch.device = "cpu",
-                  autocast: torch.autocast | None = None) -> dict:
-    """{"bpb", "loss", "tokens", "bytes", "by_source": {source: {...}}} over the held-out set."""
+                  autocast: torch.autocast | None = None) -> Bpb:
+    """The held-out set's score, overall and by source."""
     was_training = model.training
     model.eval()
     byte_table = torch.from_numpy(token_bytes.astype(np.int64)).to(device)
@@ -95,7 +107,7 @@ def bits_per_byte(model: torch.nn.Module, held_out: HeldOut, token_bytes: np.nda
     return {**total, "by_source": by_source}
 
 
-def _summary(nats: float, n_bytes: int, n_tokens: int) -> dict:
+def _summary(nats: float, n_bytes: int, n_tokens: int) -> Score:
     return {
         "bpb": nats / (math.log(2) * n_bytes) if n_bytes else float("nan"),
         "loss": nats / n_tokens if n_tokens else float("nan"),

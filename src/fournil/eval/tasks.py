@@ -34,8 +34,9 @@ import torch
 
 from fournil.eval import copying, multiple_choice, ocr, rag
 from fournil.eval.bpb import document_bits_per_byte, held_out_documents
+from fournil.eval.config import EVAL_TASK_KINDS as KINDS
+from fournil.eval.config import EvalConfig
 from fournil.eval.lm import ModelSpec, load_lm
-from fournil.recipe import EVAL_TASK_KINDS as KINDS
 
 log = logging.getLogger("fournil")
 
@@ -144,6 +145,26 @@ def default_tasks(run_dir: str | Path) -> list[Task]:
     return tasks
 
 
+def select_tasks(config: EvalConfig, run_dir: Path, requested: Sequence[str] = (),
+                 resolve: Callable[[str], Path] = Path) -> list[Task]:
+    """What to score: the verb's --task list, else the recipe's `[eval] tasks` (paths relative
+    to the recipe, through `resolve`), else what the run has (`default_tasks`)."""
+    if requested:
+        return [parse_task(t) for t in requested]
+    if config.tasks:
+        return [parse_task(t, resolve) for t in config.tasks]
+    return default_tasks(run_dir)
+
+
+def settings_for(config: EvalConfig, run_dir: Path, seq_len: int,
+                 max_items: int | None = None) -> EvalSettings:
+    """The settings of an evaluation of `run_dir`'s models from the recipe's `[eval]`."""
+    return EvalSettings(run_dir=run_dir, seq_len=seq_len,
+                        bpb_bytes_per_source=config.bpb_bytes_per_source,
+                        max_items=max_items or config.max_items,
+                        max_new_tokens=config.max_new_tokens)
+
+
 def load_data(task: Task, settings: EvalSettings) -> list:
     """What a task scores: documents (bpb), items (mc, rag), pairs (ocr) or passages
     (copy)."""
@@ -167,7 +188,8 @@ def load_data(task: Task, settings: EvalSettings) -> list:
     return rag.items_from_samples(read_synth_samples(path, "rag"))[:n]
 
 
-def run_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
+def score_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
+    """One model's scores on one task's data."""
     if task.kind == "bpb":
         return document_bits_per_byte(lm, data, settings.seq_len, settings.batch_tokens)
     if task.kind == "mc":
@@ -200,7 +222,7 @@ def evaluate(models: Sequence[str | ModelSpec], tasks: Sequence[Task],
         for task in tasks:
             started = time.time()
             log.info("eval %s: %s (%d items)", spec.label, task.name, len(data[task.name]))
-            scores = run_task(lm, task, data[task.name], settings)
+            scores = score_task(lm, task, data[task.name], settings)
             result["tasks"][task.name] = {"kind": task.kind, **scores,
                                           "seconds": round(time.time() - started, 2)}
         results.append(result)

@@ -1,44 +1,46 @@
-"""The export stage: the final checkpoint as a Hugging Face folder with its model card."""
+"""The export stage: the run's final checkpoint as a Hugging Face folder with its model card,
+and, with `fournil export --gguf`, GGUF files beside it."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TypedDict
 
-from fournil.core.layout import RunLayout
-from fournil.core.stage import MANIFEST, Stage, read_manifest, upstream_hash
+from fournil.core.stage import MANIFEST, Context, Manifest, Stage, read_manifest, upstream_hash
 from fournil.export.card import render_model_card
+from fournil.export.gguf import export_gguf, gguf_path, parse_dtypes
 from fournil.export.hf import export_hf
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import final_checkpoint
-from fournil.recipe import Recipe
-
-CARD_STAGES = ("ingest", "curate", "tokenize", "pretrain", "eval")
-OPTIONAL_STAGES = ("synth", "sft", "dpo")  # in the card when the recipe runs them
+from fournil.train.post import final_model
 
 
-def _stage_dir(layout: RunLayout, name: str) -> Path:
-    return layout.tokens if name == "tokenize" else getattr(layout, name)
+class ExportCounts(TypedDict):
+    parameters: int
 
 
-def final_model(recipe: Recipe, layout: RunLayout) -> Path:
-    """The checkpoint the run ends with: that of the last post-training stage the recipe names
-    (dpo, then sft), else pretrain's."""
-    last = next((s for s in ("dpo", "sft") if s in recipe.stages), "pretrain")
-    return final_checkpoint(getattr(layout, last))
+class ExportManifest(Manifest):
+    counts: ExportCounts
+    checkpoint: str  # the checkpoint exported
 
 
-def run_export(recipe: Recipe, layout: RunLayout, out_dir: Path | None = None) -> dict:
-    out_dir = Path(out_dir or layout.export)
-    names = CARD_STAGES + tuple(s for s in OPTIONAL_STAGES if s in recipe.stages)
-    if (layout.report / MANIFEST).exists():  # task scores before and after post-training
-        names += ("report",)
-    dirs = {name: _stage_dir(layout, name) for name in names}
-    stage = Stage("export", out_dir, inputs={n: upstream_hash(d) for n, d in dirs.items()},
+def run(ctx: Context) -> ExportManifest:
+    """Bake and `fournil export`: the final model (dpo's, else sft's, else pretrain's) with a
+    card whose every number comes from the manifests of the stages the run ran."""
+    recipe, out = ctx.recipe, ctx.out("export")
+    gguf_types = parse_dtypes(ctx.option("gguf", []))  # checked before anything is written
+    dirs = {name: ctx.folder(name) for name in ctx.pipeline if name != "export"}
+    stage = Stage("export", out, inputs={n: upstream_hash(d) for n, d in dirs.items()},
                   params={"name": recipe.name, "generate": vars(recipe.generate)})
-    if manifest := stage.done():
-        return manifest
+    manifest = stage.done() or _export(stage, ctx, dirs)
+    for dtype in gguf_types:  # next to the HF files, from them
+        path = export_gguf(out, gguf_path(out, dtype), dtype, name=recipe.name)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return manifest
+
+
+def _export(stage: Stage, ctx: Context, dirs: dict) -> ExportManifest:
+    recipe = ctx.recipe
     work = stage.start()
-    checkpoint = final_model(recipe, layout)
+    checkpoint = final_model(ctx)
     model = Transformer.load(checkpoint)
     manifests = {name: read_manifest(d) for name, d in dirs.items()}
     languages = sorted({s.language for s in recipe.ingest.sources if s.language} or {"fr"})
@@ -52,5 +54,4 @@ def run_export(recipe: Recipe, layout: RunLayout, out_dir: Path | None = None) -
         item.rename(work / item.name)
     (work / "hf").rmdir()
     assert not (work / MANIFEST).exists()
-    return stage.finish({"parameters": model.num_parameters()},
-                        checkpoint=str(checkpoint))
+    return stage.finish({"parameters": model.num_parameters()}, checkpoint=str(checkpoint))

@@ -68,6 +68,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,22 +80,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from fournil.ingest.charsets import UndecodableError, decode, encoding_name
+from fournil.ingest.config import FORMATS, SUFFIXES, SourceSpec
 from fournil.ingest.html import HtmlError, extract_html
 from fournil.ingest.pdf import PdfError, extract_pdf
 from fournil.provenance.licenses import normalize_license
 from fournil.provenance.records import DOC_SCHEMA
-from fournil.recipe import SourceSpec
 
 SIDECAR = "source.toml"
-FORMATS = ("jsonl", "json", "parquet", "txt", "pdf", "html")
-SUFFIXES = {
-    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
-    "json": (".json",),
-    "parquet": (".parquet",),
-    "txt": (".txt", ".md"),
-    "pdf": (".pdf",),
-    "html": (".html", ".htm"),
-}
 # Documentation that ships next to the documents (readme.md, PROVENANCE.md) is not a document.
 HOUSEKEEPING = {"readme", "provenance", "license", "licence", "changelog"}
 OPTIONAL_COLUMNS = ("url", "title", "author", "date", "language")
@@ -122,6 +114,19 @@ class IngestError(ValueError):
     """An input that cannot be read as a whole; the message names the file and the place."""
 
 
+class SourceDescription(TypedDict):
+    """A source as ingest resolved it (recipe over source.toml over defaults)."""
+
+    name: str
+    path: str
+    format: str
+    license: str | None  # SPDX, as normalised
+    license_raw: str | None  # as declared
+    language: str | None
+    encoding: str | None  # forced; None: detected per file
+    files: int
+
+
 @dataclass
 class Source:
     """One ingest input with its provenance resolved (recipe over sidecar over defaults)."""
@@ -146,7 +151,7 @@ class Source:
         root = self.path if self.path.is_dir() else self.path.parent
         return file.relative_to(root).as_posix()
 
-    def describe(self) -> dict:
+    def describe(self) -> SourceDescription:
         return {"name": self.name, "path": str(self.path), "format": self.format,
                 "license": normalize_license(self.license) if self.license else None,
                 "license_raw": self.license, "language": self.language,

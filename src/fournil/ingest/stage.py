@@ -22,23 +22,82 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 from tqdm import tqdm
 
 from fournil.core.shards import ShardWriter
-from fournil.core.stage import Stage, hash_files
-from fournil.ingest.readers import IngestError, Read, Source, read_source, resolve_source
+from fournil.core.stage import Context, Manifest, Stage, hash_files
+from fournil.ingest.config import SourceSpec
+from fournil.ingest.readers import (
+    IngestError,
+    Read,
+    Source,
+    SourceDescription,
+    read_source,
+    resolve_source,
+)
 from fournil.provenance.licenses import UNKNOWN
 from fournil.provenance.records import DOC_SCHEMA, make_record, rejected_schema
-from fournil.recipe import SourceSpec
 
 log = logging.getLogger("fournil.ingest")
 
-__all__ = ["IngestError", "run_ingest"]
+__all__ = ["IngestError", "IngestManifest", "run", "run_ingest"]
+
+
+class SourceTally(TypedDict):
+    read: int
+    kept: int
+    rejected: int
+    chars: int  # of the kept documents' text
+
+
+class IngestCounts(TypedDict):
+    read: int  # records, and each damaged file as one
+    kept: int
+    rejected: dict[str, int]  # reason -> records
+    by_source: dict[str, SourceTally]
+    by_license: dict[str, int]  # SPDX id -> kept documents
+
+
+class _DamagedFile(TypedDict):
+    source: str
+    file: str  # relative to the source
+    path: str
+    reason: str  # ingest:truncated, ingest:broken_parquet, ...
+    error: str
+    records_before: int  # read from the file before the damage
+    kept_before: int
+
+
+class DamagedFile(_DamagedFile, total=False):
+    line: int  # where the damage is, when known
+    row: int
+
+
+class IngestManifest(Manifest):
+    counts: IngestCounts
+    sources: list[SourceDescription]
+    damaged_files: list[DamagedFile]
+
+
+def run(ctx: Context) -> IngestManifest:
+    """`fournil ingest [PATHS]` and bake: the recipe's sources, or PATHS with the verb's
+    provenance flags, into the run's ingest folder."""
+    config = ctx.recipe.ingest
+    sources = [SourceSpec(path=str(Path(p).resolve()), name=ctx.option("name"),
+                          license=ctx.option("license"), format=ctx.option("format"),
+                          language=ctx.option("language"), text_field=ctx.option("text_field"),
+                          encoding=ctx.option("encoding"))
+               for p in ctx.option("paths", [])] or config.sources
+    for i, source in enumerate(sources):
+        source.validate(f"ingest.sources[{i}]")
+    return run_ingest(sources, ctx.out("ingest"), ctx.recipe.resolve, config.rows_per_shard,
+                      strict=ctx.option("strict", config.strict))
 
 
 def run_ingest(sources: list[SourceSpec], out_dir: Path, resolve: Callable[[str], Path],
-               rows_per_shard: int = 50_000, strict: bool = False) -> dict:
+               rows_per_shard: int = 50_000, strict: bool = False) -> IngestManifest:
     """Read every source into `out_dir`; skipped when inputs and parameters are unchanged.
 
     `resolve` turns a recipe path into a file system path (relative to the recipe).
@@ -148,7 +207,7 @@ class _Counts:
             self.rejected[reason] += 1
             tally["rejected"] += 1
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> IngestCounts:
         assert self.kept + sum(self.rejected.values()) == self.read  # conservation
         return {
             "read": self.read,

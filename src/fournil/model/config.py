@@ -1,16 +1,17 @@
-"""The transformer's shape, and its translation to and from a Hugging Face Qwen3 config.
+"""The model's settings: the transformer's shape (`[model]`, one config for the recipe, the
+checkpoint and the export) and the sampling defaults (`[generate]`).
 
 Our own names are short (`num_layers`, `max_seq_len`); `to_hf` / `from_hf` map them onto
-the `Qwen3Config` names so an export loads in transformers, vLLM and llama.cpp.
+the `Qwen3Config` names so an export loads in transformers, vLLM and llama.cpp. Standard
+library only, so that loading a recipe stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-import torch
+from fournil.core.validation import check
 
 # Only these HF keys change the computation; every other Qwen3 key we write is a default.
 _HF_NAMES = {
@@ -29,7 +30,8 @@ _HF_NAMES = {
 
 @dataclass
 class TransformerConfig:
-    vocab_size: int
+    # a recipe leaves it at 0: the tokenizer the pretrain stage trains on decides it
+    vocab_size: int = 0
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
@@ -42,22 +44,26 @@ class TransformerConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-                     "head_dim", "intermediate_size", "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide "
-                             f"num_heads ({self.num_heads})")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        self.validate("model")
 
-    @classmethod
-    def from_model_config(cls, model_cfg: Any, vocab_size: int) -> TransformerConfig:
-        """From a recipe's `[model]` section (`fournil.recipe.ModelConfig`) and the tokenizer's
-        vocabulary size."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "vocab_size"]
-        return cls(vocab_size=vocab_size, **{n: getattr(model_cfg, n) for n in names})
+    def validate(self, key: str) -> None:
+        """Checked when a recipe is loaded, so that a shape the model cannot take fails
+        before any data stage runs, not at pretraining."""
+        check(self.vocab_size >= 0, f"{key}.vocab_size", f"must be >= 0, got {self.vocab_size}")
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "intermediate_size", "max_seq_len"):
+            check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got "
+                  f"{getattr(self, name)}")
+        check(self.num_heads % self.num_kv_heads == 0, f"{key}.num_kv_heads",
+              f"must divide num_heads ({self.num_heads}), got {self.num_kv_heads}")
+        check(self.head_dim % 2 == 0, f"{key}.head_dim",
+              f"must be even for RoPE, got {self.head_dim}")
+        check(self.rope_theta > 0, f"{key}.rope_theta", f"must be > 0, got {self.rope_theta}")
+        check(self.rms_norm_eps > 0, f"{key}.rms_norm_eps", "must be > 0")
+
+    def with_vocab(self, vocab_size: int) -> TransformerConfig:
+        """This shape with the tokenizer's vocabulary: the config a model is built from."""
+        return dataclasses.replace(self, vocab_size=vocab_size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,8 +78,9 @@ class TransformerConfig:
         return cls(**data)
 
     def to_hf(self, bos_token_id: int, eos_token_id: int, pad_token_id: int | None = None,
-              dtype: str | torch.dtype = "float32") -> dict:
-        """A Qwen3 `config.json` for transformers, vLLM and llama.cpp.
+              dtype: object = "float32") -> dict:
+        """A Qwen3 `config.json` for transformers, vLLM and llama.cpp; `dtype` is a torch
+        dtype or its name.
 
         RoPE theta is written twice: transformers >= 5 reads `rope_parameters`, older
         versions (>= 4.51) and llama.cpp's converter read the top-level `rope_theta`; both
@@ -136,3 +143,22 @@ class TransformerConfig:
             # Qwen3Config's own default is untied
             tie_embeddings=hf.get("tie_word_embeddings", False),
         )
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling defaults: the bake's sample, `fournil generate`, and the export's
+    generation_config.json (which `fournil serve` and transformers read)."""
+
+    prompt: str = "Il était une fois"
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        check(self.max_new_tokens > 0, f"{key}.max_new_tokens", "must be > 0")
+        check(self.temperature >= 0, f"{key}.temperature", "must be >= 0 (0 is greedy)")
+        check(self.top_k >= 0, f"{key}.top_k", "must be >= 0 (0 disables)")
+        check(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")

@@ -201,6 +201,9 @@ def init_parameters(module: nn.Module, num_layers: int, std: float = 0.02) -> No
 class Transformer(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("the config has no vocabulary size; build the model from "
+                             "config.with_vocab(tokenizer.get_vocab_size())")
         self.config = cfg
         self.model = Backbone(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)

@@ -15,21 +15,21 @@ manifest. Checkpoints are full and unsharded, so a run continues on any number o
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from tqdm import tqdm
 
 from fournil.core.device import autocast_for
-from fournil.core.stage import Stage, hash_tree, read_manifest, upstream_hash
+from fournil.core.stage import Context, Manifest, Stage, hash_tree, read_manifest, upstream_hash
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.config import TransformerConfig
 from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
-from fournil.recipe import ModelConfig, PretrainConfig
+from fournil.pretrain.config import PretrainConfig
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
 from fournil.tokens.loader import get_batch
 from fournil.tokens.mixture import MixtureSampler, phase_steps
@@ -55,35 +55,75 @@ from fournil.train.distributed import (
     wrap,
 )
 from fournil.train.flops import flops_per_token, peak_flops
+from fournil.train.metrics import MetricsLog
 from fournil.train.muon import apply_lr_multiplier, make_optimizer
 from fournil.train.objective import PretrainObjective
 from fournil.train.schedule import lr_multiplier
 
 
-def final_checkpoint(pretrain_dir: Path) -> Path:
-    """The checkpoint a completed pretrain stage ended with."""
-    manifest = json.loads((Path(pretrain_dir) / "manifest.json").read_text())
-    return Path(pretrain_dir) / manifest["final_checkpoint"]
+class PretrainCounts(TypedDict):
+    steps: int
+    tokens_seen: int
+    parameters: int
+    final_train_loss: float
+    val_loss: float
+    val_bpb: float
 
 
-class MetricsLog:
-    """metrics.jsonl; on resume, lines past the resumed step are dropped (they will recur)."""
+class TrainingSummary(TypedDict):
+    """How the model was trained, in the words the model card uses."""
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+    optimizer: str  # adamw | muon (Muon on the hidden matrices, AdamW on the rest)
+    lr: float
+    weight_decay: float
+    muon_lr: float | None
+    schedule: str  # cosine | wsd
+    decay_fraction: float | None  # wsd: the share of steps the decay takes
+    mtp_depth: int  # multi-token-prediction depths (training only)
+    mtp_weight: float
+    teacher: str | None  # the distillation teacher's folder
+    distill_temperature: float | None
+    distill_alpha: float | None
 
-    def write(self, **row: object) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+
+class MixtureSeen(TypedDict):
+    phases: dict[str, list[int]]  # phase -> [first step, end step]
+    tokens_seen: dict[str, dict[str, int]]  # phase (or "natural") -> source -> tokens
 
 
-def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg: ModelConfig,
+class PretrainManifest(Manifest):
+    counts: PretrainCounts
+    final_checkpoint: str  # relative to the stage folder
+    model_config: dict
+    training: TrainingSummary
+    device: str
+    world_size: int
+    mixture: MixtureSeen
+
+
+def training_summary(cfg: PretrainConfig) -> TrainingSummary:
+    opt, teacher = cfg.optimizer, cfg.distill.teacher
+    muon, wsd = opt.name == "muon", cfg.schedule == "wsd"
+    return {"optimizer": opt.name, "lr": opt.lr, "weight_decay": opt.weight_decay,
+            "muon_lr": opt.muon_lr if muon else None, "schedule": cfg.schedule,
+            "decay_fraction": cfg.decay_fraction if wsd else None,
+            "mtp_depth": cfg.mtp.depth, "mtp_weight": cfg.mtp.weight, "teacher": teacher,
+            "distill_temperature": cfg.distill.temperature if teacher else None,
+            "distill_alpha": cfg.distill.alpha if teacher else None}
+
+
+def run(ctx: Context) -> PretrainManifest | None:
+    """`fournil pretrain` and bake (also under torchrun): the model trained on the run's token
+    shards, resuming from the stage's latest checkpoint. None when --stop-after stopped it."""
+    recipe = ctx.recipe
+    return run_pretrain(ctx.folder("tokens", "tokens"), ctx.folder("tokenizer", "tokenizer"),
+                        ctx.out("pretrain"), recipe.model, recipe.pretrain, recipe.seed,
+                        stop_after=ctx.option("stop_after"), teacher_dir=recipe.teacher_dir())
+
+
+def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg: TransformerConfig,
                  cfg: PretrainConfig, seed: int, stop_after: int | None = None,
-                 teacher_dir: Path | None = None) -> dict | None:
+                 teacher_dir: Path | None = None) -> PretrainManifest | None:
     """Train, resuming from the stage's latest checkpoint. Returns the manifest when done,
     None when stopped early by `stop_after` (the run can be continued later).
     `teacher_dir` is `cfg.distill.teacher` resolved (recipe paths are relative to the recipe).
@@ -108,8 +148,8 @@ def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg
 
 
 def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
-           model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, stop_after: int | None,
-           teacher_dir: Path | None) -> dict | None:
+           model_cfg: TransformerConfig, cfg: PretrainConfig, seed: int, stop_after: int | None,
+           teacher_dir: Path | None) -> PretrainManifest | None:
     work = stage.partial
     ckpt_dir = work / "checkpoints"
     device = world.device
@@ -118,7 +158,7 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
 
     tokenizer = load_tokenizer(tokenizer_dir)
     token_bytes = token_byte_lengths(tokenizer)
-    config = TransformerConfig.from_model_config(model_cfg, tokenizer.get_vocab_size())
+    config = model_cfg.with_vocab(tokenizer.get_vocab_size())
     torch.manual_seed(seed)
     model = Transformer(config).to(device)
     mtp = MTPHeads(config, cfg.mtp.depth).to(device) if cfg.mtp.depth else None
@@ -267,6 +307,7 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
              "val_loss": val["loss"], "val_bpb": val["bpb"]},
             final_checkpoint=str(last.relative_to(work)),
             model_config=config.to_dict(),
+            training=training_summary(cfg),
             device=str(device),
             world_size=world.size,
             # the tokens trained on, per phase and source (the model card's "seen" column)

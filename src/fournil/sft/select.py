@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from fournil.formats.citations import parse_citations
+from fournil.sft.config import SelectConfig
 from fournil.train.chats import Chat, Rejected, check_roles
-from fournil.train.post_config import SelectConfig
 
 Judge = Callable[[Sequence[Chat]], list[float]]  # chats -> scores in [0, 1]
 
@@ -49,6 +50,14 @@ def _prompt_text(messages: Sequence[dict]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+
+class SelectionReport(TypedDict):
+    read: int
+    kept: int
+    rejected: int
+    kept_share: float
+    rejected_by_reason: dict[str, int]
+
 @dataclass
 class Selection:
     kept: list[Chat]
@@ -61,7 +70,7 @@ class Selection:
     def kept_share(self) -> float:
         return len(self.kept) / self.read if self.read else 0.0
 
-    def report(self) -> dict:
+    def report(self) -> SelectionReport:
         """Counts for the manifest: read = kept + rejected, exactly."""
         return {"read": self.read, "kept": len(self.kept), "rejected": len(self.rejected),
                 "kept_share": round(self.kept_share, 4),

@@ -22,29 +22,23 @@ One process (no torchrun): post-training data is small next to pretraining's.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from fournil.core.device import autocast_for, pick_device
-from fournil.core.stage import Stage, hash_files, hash_tree
-from fournil.formats.chatml import ChatEncoder, check_chat_template
+from fournil.core.stage import Context, Manifest
+from fournil.formats.chatml import ChatEncoder
 from fournil.model.transformer import Transformer
-from fournil.pretrain.stage import MetricsLog
-from fournil.sft.select import Judge, select_chats
+from fournil.sft.config import SFTConfig
+from fournil.sft.select import Judge, SelectionReport, select_chats
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import (
-    Chat,
     Packed,
-    Rejected,
-    chat_files,
     encode_chat,
     held_out,
     inputs_and_targets,
@@ -55,138 +49,23 @@ from fournil.train.checkpoint import (
     list_checkpoints,
     load_trainer_state,
     prune_checkpoints,
-    save_checkpoint,
 )
-from fournil.train.muon import apply_lr_multiplier, make_optimizer
-from fournil.train.post_config import DPOConfig, LoRAConfig, SFTConfig
-from fournil.train.schedule import lr_multiplier
+from fournil.train.metrics import MetricsLog
+from fournil.train.muon import make_optimizer
+from fournil.train.post import (
+    ChatProvenance,
+    load_policy,
+    model_parameters,
+    post_inputs,
+    post_training_stage,
+    provenance_counts,
+    resume_policy,
+    save_policy,
+    train_steps,
+    trainable_parameters,
+    write_rejected,
+)
 
-# -- shared with dpo.py: the policy, its checkpoints, the step loop ---------------------------
-
-TRAINING_FILES = ("optimizer.pt", "trainer_state.json", "mtp.safetensors")
-
-
-def base_fingerprint(base_dir: Path) -> str:
-    """The base model's weights, config and tokenizer (not a checkpoint's optimizer state)."""
-    return hash_tree(base_dir, exclude=("manifest.json", *TRAINING_FILES))
-
-
-def load_policy(base_dir: Path, lora: LoRAConfig, seq_len: int, device: torch.device
-                ) -> Transformer:
-    """The base model, with LoRA adapters when `lora.rank` > 0, ready to train."""
-    check_chat_template(base_dir)
-    model = Transformer.load(base_dir, device=device)
-    if seq_len > model.config.max_seq_len:
-        raise ValueError(f"seq_len {seq_len} exceeds the base model's max_seq_len "
-                         f"({model.config.max_seq_len}, {base_dir})")
-    if lora.rank:
-        from fournil.train.lora import add_lora
-        model = add_lora(model, lora)
-    return model
-
-
-def resume_policy(model: Transformer, checkpoint: Path, lora: LoRAConfig) -> None:
-    """Loads a checkpoint's trained weights into the policy: the adapter with LoRA (the
-    checkpoint's model.safetensors is merged, not what the adapted model holds), else all."""
-    if lora.rank:
-        from fournil.train.lora import load_adapter
-        load_adapter(model, checkpoint)
-    else:
-        model.load_state_dict(Transformer.load(checkpoint, device=model.device).state_dict())
-
-
-def save_policy(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer,
-                state: dict, base_dir: Path, lora: LoRAConfig) -> None:
-    if not lora.rank:
-        save_checkpoint(directory, model, optimizer, state, base_dir)
-        return
-    from fournil.train.lora import merged, save_adapter
-    save_checkpoint(directory, merged(model), optimizer, state, base_dir,
-                    extra=lambda tmp: save_adapter(model, tmp, lora, base_dir))
-
-
-def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad]
-
-
-def model_parameters(model: torch.nn.Module) -> int:
-    """The parameters of the model as saved (merged: LoRA factors left out), tied ones once."""
-    unique = {id(p): (n, p) for n, p in model.named_parameters(remove_duplicate=False)}
-    return sum(p.numel() for n, p in unique.values() if ".lora_" not in n)
-
-
-def train_steps(name: str, cfg: SFTConfig | DPOConfig, model: Transformer,
-                optimizer: torch.optim.Optimizer, state: dict, metrics: MetricsLog,
-                step_fn: Callable[[int], dict[str, float]], evaluate: Callable[[int], dict],
-                checkpoint: Callable[[int], None], stop_after: int | None
-                ) -> tuple[dict, dict] | None:
-    """The loop SFT and DPO share: per step, the schedule's learning rate, `step_fn(step)`
-    (forward and backward over the step's micro-batches; returns the logged values, `loss`
-    first, and `tokens`), clipping, the update, metrics, evaluation and checkpoints.
-    Returns (last logged values, last evaluation), or None when stopped by `stop_after`."""
-    trained = trainable_parameters(model)
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=name, unit="step",
-               mininterval=2.0)
-    t_last, tokens_last = time.time(), state["tokens_seen"]
-    logged: dict[str, float] = {}
-    val = None
-    model.train()
-    while state["step"] < cfg.max_steps:
-        step = state["step"]
-        multiplier = lr_multiplier(step, cfg.max_steps, cfg.schedule, cfg.warmup_steps,
-                                   cfg.min_lr_ratio, cfg.decay_fraction)
-        apply_lr_multiplier(optimizer, multiplier)
-        logged = step_fn(step)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step = step + 1
-        state["tokens_seen"] += int(logged.pop("tokens"))
-        if not all(math.isfinite(v) for v in logged.values()):
-            raise FloatingPointError(f"{name}: {logged} at step {step}; lower "
-                                     f"{name}.optimizer.lr or check the data")
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.time()
-            tok_s = (state["tokens_seen"] - tokens_last) / max(now - t_last, 1e-9)
-            t_last, tokens_last = now, state["tokens_seen"]
-            bar.set_postfix(loss=f"{logged['loss']:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
-            metrics.write(step=step, **logged, lr_multiplier=multiplier,
-                          grad_norm=float(grad_norm), tokens_seen=state["tokens_seen"],
-                          tokens_per_s=round(tok_s, 1))
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            val = evaluate(step)
-            model.train()
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            checkpoint(step)
-        if stop_after is not None and stop_after <= step < cfg.max_steps:
-            checkpoint(step)
-            bar.close()
-            return None
-    bar.close()
-    if val is None:  # resumed at the very end: the final evaluation was before the stop
-        val = evaluate(state["step"])
-    return logged, val
-
-
-def write_rejected(path: Path, rejected: Sequence[Rejected]) -> None:
-    """What selection (or reading) turned away, with the reason: id, where, reason, detail."""
-    columns = {name: [getattr(r, name) for r in rejected]
-               for name in ("id", "where", "reason", "detail")}
-    pq.write_table(pa.table(columns, schema=pa.schema([(n, pa.string()) for n in columns])),
-                   path, compression="zstd")
-
-
-def provenance_counts(chats: Sequence[Chat]) -> dict:
-    """Chats per task and per license: what the model card reports of the tuning data."""
-    def count(values: list) -> dict:
-        names, n = np.unique(np.array([str(v) for v in values]), return_counts=True)
-        return {str(k): int(v) for k, v in zip(names, n, strict=True)}
-    return {"by_task": count([c.task for c in chats]),
-            "by_license": count([c.license for c in chats])}
-
-
-# -- SFT --------------------------------------------------------------------------------------
 
 class EpochRows:
     """The run's rows: epoch after epoch of the train chats, each epoch shuffled with
@@ -244,20 +123,45 @@ def held_out_loss(model: Transformer, packed: Packed, batch_size: int, device: t
     return total / max(n, 1)
 
 
-def post_training_stage(name: str, data: Sequence[str | Path], base_dir: Path, out_dir: Path,
-                        cfg: SFTConfig | DPOConfig, seed: int) -> Stage:
-    """The stage of an SFT or DPO run: the contents of its data files and of its base model
-    are its inputs (wherever they lie), the rest of its config its parameters."""
-    params = dataclasses.asdict(cfg)
-    del params["data"], params["base"]
-    return Stage(name, out_dir, inputs={"data": hash_files(chat_files(data)),
-                                        "base": base_fingerprint(base_dir)},
-                 params={name: params, "seed": seed})
+class SFTCounts(TypedDict):
+    read: int
+    kept: int
+    rejected: int
+    kept_share: float
+    train_chats: int
+    eval_chats: int
+    rows_per_epoch: int
+    epochs: float
+    steps: int
+    tokens_seen: int
+    parameters: int
+    trained_parameters: int
+    final_train_loss: float
+    base_val_loss: float | None  # the held-out loss before fine-tuning (None: no eval chats)
+    val_loss: float | None
+
+
+class SFTManifest(Manifest):
+    counts: SFTCounts
+    final_checkpoint: str
+    selection: SelectionReport
+    data: ChatProvenance  # of the training chats
+    lora: dict | None  # the LoRA settings, when adapters were trained
+    base: str
+    device: str
+
+
+def run(ctx: Context) -> SFTManifest | None:
+    """`fournil sft` and bake: the run's synth samples (or the recipe's / the verb's data)
+    fine-tuned into the final pretrain checkpoint (or the given base)."""
+    data, base = post_inputs(ctx, "sft")
+    return run_sft(data, base, ctx.out("sft"), ctx.recipe.sft, ctx.recipe.seed,
+                   stop_after=ctx.option("stop_after"))
 
 
 def run_sft(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: SFTConfig,
             seed: int, stop_after: int | None = None, judge: Judge | None = None
-            ) -> dict | None:
+            ) -> SFTManifest | None:
     """Fine-tune `base_dir` (a checkpoint or Qwen3 export with fournil's tokenizer) on the
     chats in `data`, resuming from the stage's latest checkpoint. Returns the manifest when
     done, None when stopped early by `stop_after` (the same call continues the run).

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fournil.synth.backends import Generator, GenRequest, GenResult, OnResult
+    from fournil.synth.generator import Generator, GenRequest, GenResult, OnResult
 
 log = logging.getLogger("fournil")
 
@@ -101,7 +101,7 @@ class CachedGenerator:
 
     def generate(self, requests: Sequence[GenRequest], progress: bool = True,
                  on_result: OnResult | None = None) -> list[GenResult]:
-        from fournil.synth.backends import GenResult
+        from fournil.synth.generator import GenResult
 
         keys = [cache_key(self.id, r) for r in requests]
         results: list[GenResult | None] = [None] * len(requests)

@@ -1,5 +1,6 @@
 """The recipe's `[synth]` section: which tasks, how many samples, their constraint axes, the
-generator, the judge, where the work runs. Torch-free; validated like every recipe section
+generator, the judge, where the work runs. Standard library only (and the OCR damage model's
+tables); validated like every recipe section
 (`synth.rag.axes.outcome.weights: ...`).
 
 Each task has constraint axes (`[synth.<task>.axes.<name>]` with `values` and optional
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fournil.core.settings import ExecutorSettings
 from fournil.core.validation import check as _check
-from fournil.synth.backends import GeneratorConfig
+from fournil.text.ocr_damage import LAYOUT_WIDTHS, SEVERITY
 
 TASKS = ("ocr", "rag", "qa", "summary")
 GENERATORS = ("auto", "programmatic", "llm")
@@ -80,7 +82,6 @@ class OcrTaskConfig:
         severity=["light", "medium", "heavy"], layout=["lines", "columns", "flowing"]))
 
     def validate(self, key: str) -> None:
-        from fournil.text.ocr_damage import LAYOUT_WIDTHS, SEVERITY
         _validate_common(self, key)
         _check(0 <= self.min_cer < self.max_cer, f"{key}.max_cer",
                f"need 0 <= min_cer < max_cer, got {self.min_cer}, {self.max_cer}")
@@ -177,8 +178,47 @@ class JudgeConfig:
             _check(task in TASKS, f"{key}.tasks[{i}]", f"unknown task {task!r}")
 
 
+BACKENDS = ("programmatic", "openai", "llama_cpp", "hf")
+
+
 @dataclass
-class SynthConfig:
+class GeneratorConfig:
+    """The recipe's `[synth.generator]` table."""
+
+    backend: str = "programmatic"  # programmatic | openai | llama_cpp | hf
+    base_url: list[str] = field(default_factory=list)  # openai: requests are spread over them
+    model: str = ""  # openai: model name; llama_cpp: a .gguf; hf: a folder or a .gguf file
+    api_key_env: str = "OPENAI_API_KEY"  # the env var's *name*: keys never go in recipes
+    concurrency: int = 8  # requests in flight (openai); local backends run one at a time
+    max_retries: int = 3
+    timeout_s: float = 120.0
+    backoff_s: float = 1.0  # first retry delay (openai), doubled each try, with jitter
+
+    def validate(self, key: str) -> None:
+        _check(self.backend in BACKENDS, f"{key}.backend",
+               f"unknown backend {self.backend!r} ({', '.join(BACKENDS)})")
+        _check(self.concurrency >= 1, f"{key}.concurrency", f"must be >= 1, got {self.concurrency}")
+        _check(self.max_retries >= 0, f"{key}.max_retries", f"must be >= 0, got {self.max_retries}")
+        _check(self.timeout_s > 0, f"{key}.timeout_s", f"must be > 0, got {self.timeout_s}")
+        _check(self.backoff_s >= 0, f"{key}.backoff_s", f"must be >= 0, got {self.backoff_s}")
+        if self.backend == "openai":
+            _check(len(self.base_url) > 0, f"{key}.base_url",
+                   "the openai backend needs at least one URL, e.g. [\"http://127.0.0.1:8000/v1\"]")
+            for i, url in enumerate(self.base_url):
+                _check(url.startswith(("http://", "https://")), f"{key}.base_url[{i}]",
+                       f"must start with http:// or https://, got {url!r}")
+        if self.backend in ("openai", "llama_cpp", "hf"):
+            what = {"openai": "the model name the endpoint serves",
+                    "llama_cpp": "the path to a .gguf file",
+                    "hf": "the path to a model folder or a .gguf file"}[self.backend]
+            _check(bool(self.model), f"{key}.model", f"the {self.backend} backend needs {what}")
+        if self.backend == "llama_cpp":
+            _check(self.model.endswith(".gguf"), f"{key}.model",
+                   f"the llama_cpp backend loads a .gguf file, got {self.model!r}")
+
+
+@dataclass
+class SynthConfig(ExecutorSettings):
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     passage_min_chars: int = 200  # seed passages: a few sentences, short enough for a small model
     passage_max_chars: int = 700
@@ -186,11 +226,9 @@ class SynthConfig:
     eval_fraction: float = 0.1  # share of seed *documents* whose samples form the eval split
     compare_naive: int = 50  # per task, also generate this many naive samples (one fixed
     # prompt, no axes) on the same seeds, for the report's side-by-side diversity figures
-    chunk_size: int = 64  # samples per unit of work (one Ray task, one resumable file)
-    executor: str = "local"  # local (this process; the generator runs requests concurrently)
-    # | ray (chunks as Ray tasks)
-    workers: int = 0  # ray: CPUs of a local cluster (0: all)
-    ray_address: str | None = None
+    # samples per unit of work (one Ray task, one resumable file); with executor = "local"
+    # the chunks run in this process (the generator already keeps requests in flight)
+    chunk_size: int = 64
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     ocr: OcrTaskConfig = field(default_factory=OcrTaskConfig)
@@ -209,8 +247,7 @@ class SynthConfig:
         _check(0 <= self.eval_fraction < 1, f"{key}.eval_fraction", "must be in [0, 1)")
         _check(self.compare_naive >= 0, f"{key}.compare_naive", "must be >= 0")
         _check(self.chunk_size >= 1, f"{key}.chunk_size", "must be >= 1")
-        _check(self.executor in ("local", "ray"), f"{key}.executor", "local or ray")
-        _check(self.workers >= 0, f"{key}.workers", "must be >= 0")
+        super().validate(key)
         self.generator.validate(f"{key}.generator")
         self.judge.validate(f"{key}.judge")
         for task in TASKS:

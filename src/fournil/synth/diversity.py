@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fournil.curate.minhash import NearDedupConfig, find_duplicates, signatures
+from fournil.curate.config import NearDedupConfig
+from fournil.curate.minhash import find_duplicates, signatures
 from fournil.synth.extract import words
 
 # short texts (a question and a one-line answer): 3-word shingles, a lower threshold than

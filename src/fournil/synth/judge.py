@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fournil.synth.backends import Generator, GenRequest
+from fournil.synth.generator import Generator, GenRequest
 
 RUBRIC = (
     "Tu évalues un exemple d'entraînement pour un assistant. Critères : la réponse est "

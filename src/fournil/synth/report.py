@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TypedDict
 
 from fournil.core.stage import write_json_atomic
 from fournil.synth.axes import coverage
@@ -32,6 +33,16 @@ def _excerpt(row: dict) -> str:
 def _index(row: dict) -> int:
     return int(row["id"].split("-")[1][1:])  # "<task>-c000012-<hash>" -> 12
 
+
+
+class TaskCounts(TypedDict):
+    generated: int
+    kept: int
+    rejected: dict[str, int]  # reason (verify:<check>, parse:no_json, ...) -> samples
+    by_split: dict[str, int]  # train / eval -> kept samples
+    by_license: dict[str, int]  # derived license -> kept samples
+    generators: dict[str, int]  # generator id -> kept samples
+    llm: dict[str, int]  # requests, cached, failed, completion_tokens, judged
 
 class TaskTally:
     def __init__(self, task: str, task_config: object) -> None:
@@ -81,7 +92,7 @@ class TaskTally:
         self.axes.append(json.loads(row["axes"]))
         self.texts.append((_index(row), text))
 
-    def counts(self) -> dict:
+    def counts(self) -> TaskCounts:
         return {"generated": self.generated, "kept": self.kept, "rejected": dict(self.rejected),
                 "by_split": dict(self.by_split), "by_license": dict(self.by_license),
                 "generators": dict(self.generators), "llm": dict(self.llm)}

@@ -26,18 +26,24 @@ import random
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
+from fournil.core.executors import make_executor, resumable_dir
+from fournil.core.settings import RUN_SETTINGS as EXECUTOR_SETTINGS
 from fournil.core.shards import ShardWriter
-from fournil.core.stage import Stage, hash_json, upstream_hash, write_json_atomic
+from fournil.core.stage import Context, Manifest, Stage, hash_json, upstream_hash, write_json_atomic
 from fournil.provenance.licenses import DEFAULT_ALLOWED, check_license
 from fournil.synth.axes import draw_axes, sample_rng
-from fournil.synth.backends import Generator, make_generator
+from fournil.synth.backends import make_generator
 from fournil.synth.config import SynthConfig
+from fournil.synth.generator import Generator
 from fournil.synth.judge import judge
 from fournil.synth.license import derive_license
+from fournil.synth.report import TaskCounts, TaskTally, write_report
 from fournil.synth.sample import (
     CHUNK_SCHEMA,
     REJECTED_SAMPLE_SCHEMA,
@@ -54,10 +60,35 @@ from fournil.synth.verify import first_failure
 log = logging.getLogger("fournil")
 
 # where the work runs and how fast, not what it makes
-RUN_SETTINGS = ("executor", "workers", "ray_address", "chunk_size")
+RUN_SETTINGS = (*EXECUTOR_SETTINGS, "chunk_size")
 GENERATOR_RUN_SETTINGS = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
                           "backoff_s")
 OTHERS = {"rag": 24, "qa": 4, "summary": 4}  # other passages an item carries, per task
+
+
+class SynthCounts(TypedDict):
+    tasks: dict[str, TaskCounts]
+    generated: int
+    kept: int
+    rejected: int
+    by_license: dict[str, int]
+    by_split: dict[str, int]
+
+
+class SynthManifest(Manifest):
+    counts: SynthCounts
+    passages: int  # seed passages cut from the curated documents
+    executor: str
+
+
+def run(ctx: Context) -> SynthManifest | None:
+    """`fournil synth` and bake: samples grounded in the run's curated documents, under the
+    recipe's license policy (the verb's --executor overrides where chunks run)."""
+    config = ctx.recipe.synth
+    if ctx.option("executor"):
+        config = dataclasses.replace(config, executor=ctx.option("executor"))
+    return run_synth(ctx.folder("curate", "input"), ctx.out("synth"), config, ctx.recipe.seed,
+                     allowed_licenses=ctx.recipe.curate.allowed_licenses)
 
 
 # --- planning -------------------------------------------------------------------------------
@@ -227,7 +258,8 @@ def _needs_llm(config: SynthConfig) -> bool:
 
 def run_synth(curate_dir: Path, out_dir: Path, config: SynthConfig, seed: int = 0,
               allowed_licenses: tuple[str, ...] | list[str] = DEFAULT_ALLOWED,
-              cache_dir: Path | None = None, stop_after: int | None = None) -> dict | None:
+              cache_dir: Path | None = None, stop_after: int | None = None
+              ) -> SynthManifest | None:
     """Make the synthetic samples of `config.tasks` from the documents of a completed curate
     stage into `out_dir`. LLM generations are cached in `cache_dir` (default: `<out_dir>.cache`
     next to the stage), so a re-run pays nothing for them. `stop_after`: return None after
@@ -249,50 +281,35 @@ def run_synth(curate_dir: Path, out_dir: Path, config: SynthConfig, seed: int = 
                          f"{config.passage_max_chars} characters in the curated documents")
     jobs: list[ChunkJob] = []
     chunk_dir = work / "chunks"
-    chunk_dir.mkdir(exist_ok=True)
     for task in config.tasks:
         items = plan_items(passages, task, config, seed)
         for start in range(0, len(items), config.chunk_size):
             jobs.append(ChunkJob(f"{task}-{start // config.chunk_size:05d}", task,
                                  items[start:start + config.chunk_size], config, allowed,
                                  str(chunk_dir), str(cache_dir)))
-    _check_plan(chunk_dir, jobs)
+    resumable_dir(chunk_dir, {j.name: [i.id for i in j.items] for j in jobs})
     todo = [j for j in jobs if not (chunk_dir / f"{j.name}.parquet").exists()]
     if stop_after is not None:
         todo = todo[:stop_after]
     log.info("synth: %d passages, %d chunks (%d to do)", len(passages), len(jobs), len(todo))
     if config.executor == "ray" and todo:
-        from fournil.core.executors import make_executor
         with make_executor("ray", config.workers, config.ray_address) as executor:
             executor.map(_run_chunk, todo, labels=[j.name for j in todo], desc="synth")
     elif todo:
-        from tqdm import tqdm
         generator = make_generator(config.generator, cache_dir if _needs_llm(config) else None)
         for job in tqdm(todo, desc="synth", unit="chunk", mininterval=1.0):
             process_chunk(job, generator)
     if any(not (chunk_dir / f"{j.name}.parquet").exists() for j in jobs):
         return None  # stopped early: the next call resumes
     counts, report = _gather(work, jobs, config)
-    from fournil.synth.report import write_report
     write_report(work, report)
     shutil.rmtree(chunk_dir)
     return stage.finish(counts, passages=len(passages), executor=config.executor)
 
 
-def _check_plan(chunk_dir: Path, jobs: list[ChunkJob]) -> None:
-    """Chunks of an interrupted run are kept only if it planned the same items."""
-    plan = {j.name: [i.id for i in j.items] for j in jobs}
-    plan_file = chunk_dir / "plan.json"
-    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
-        shutil.rmtree(chunk_dir)
-        chunk_dir.mkdir()
-    if not plan_file.exists():
-        write_json_atomic(plan_file, plan)
-
-
-def _gather(work: Path, jobs: list[ChunkJob], config: SynthConfig) -> tuple[dict, dict]:
+def _gather(work: Path, jobs: list[ChunkJob], config: SynthConfig
+            ) -> tuple[SynthCounts, dict]:
     """Chunks -> samples/, rejected/, naive/; the counts and what the report needs."""
-    from fournil.synth.report import TaskTally
     tallies: dict[str, TaskTally] = {}
     writers: dict[tuple[str, str], ShardWriter] = {}
     try:

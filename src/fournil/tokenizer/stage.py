@@ -6,14 +6,20 @@ import dataclasses
 from pathlib import Path
 
 from fournil.core.shards import iter_batches
-from fournil.core.stage import Stage, upstream_hash
-from fournil.recipe import TokenizerConfig
+from fournil.core.stage import Context, Stage, upstream_hash
+from fournil.tokenizer.config import TokenizerConfig
 from fournil.tokenizer.train import capped, save_tokenizer, train_tokenizer
 
 
 def _texts(documents_dir: Path):
     for batch in iter_batches(documents_dir, columns=["text"]):
         yield from batch.column("text").to_pylist()
+
+
+def run(ctx: Context) -> dict:
+    """`fournil tokenizer` and bake: BPE trained on the run's curated documents."""
+    return run_tokenizer(ctx.folder("curate", "input"), ctx.out("tokenizer"),
+                         ctx.recipe.tokenizer, ctx.recipe.model.max_seq_len)
 
 
 def run_tokenizer(curate_dir: Path, out_dir: Path, config: TokenizerConfig,

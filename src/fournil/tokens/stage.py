@@ -14,14 +14,16 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 from tqdm import tqdm
 
 from fournil.core.shards import count_rows, iter_batches, iter_records
-from fournil.core.stage import Stage, read_manifest, upstream_hash
-from fournil.recipe import RecipeError, TokenizeConfig
+from fournil.core.stage import Context, Manifest, Stage, read_manifest, upstream_hash
+from fournil.core.validation import RecipeError
 from fournil.synth.sample import sample_to_text
 from fournil.tokenizer.train import load_tokenizer
+from fournil.tokens.config import TokensConfig
 from fournil.tokens.shards import TokenShardWriter, token_dtype
 
 
@@ -42,6 +44,30 @@ def choose_validation(chars_by_source: dict[str, dict[str, int]], fraction: floa
     return val
 
 
+class TokenTally(TypedDict):
+    docs: int
+    tokens: int
+    bytes: int  # UTF-8 bytes of the text: what bits-per-byte divides by
+
+
+class SplitCounts(TypedDict):
+    docs: int
+    tokens: int
+    by_source: dict[str, TokenTally]
+    by_license: dict[str, TokenTally]
+
+
+class TokensCounts(TypedDict):
+    train: SplitCounts
+    val: SplitCounts
+
+
+class TokensManifest(Manifest):
+    counts: TokensCounts
+    dtype: str  # of the shards: <u2 (vocab <= 65,536) or <u4
+    vocab_size: int
+
+
 def _empty_counts() -> dict:
     return {"docs": 0, "tokens": 0, "bytes": 0}
 
@@ -59,19 +85,25 @@ def synthetic_documents(synth_dir: Path) -> Iterator[dict]:
                    "source": sample["source"], "license": sample["license"]}
 
 
-def run_tokenize(curate_dir: Path, tokenizer_dir: Path, out_dir: Path,
-                 config: TokenizeConfig, batch_docs: int = 64,
-                 synth_dir: Path | None = None) -> dict:
+def run(ctx: Context) -> TokensManifest:
+    """`fournil tokens` and bake: the run's curated documents (and, with `tokens.synth`, its
+    synthetic train samples) as token shards, with the held-out split."""
+    return run_tokens(ctx.folder("curate", "input"), ctx.folder("tokenizer", "tokenizer"),
+                      ctx.out("tokens"), ctx.recipe.tokens, synth_dir=ctx.folder("synth"))
+
+
+def run_tokens(curate_dir: Path, tokenizer_dir: Path, out_dir: Path, config: TokensConfig,
+               batch_docs: int = 64, synth_dir: Path | None = None) -> TokensManifest:
     """Curated documents (and, with `config.synth`, the synth stage's train samples, all in
     the train split) into token shards."""
     documents = Path(curate_dir) / "documents"
     inputs = {"curate": upstream_hash(curate_dir), "tokenizer": upstream_hash(tokenizer_dir)}
     if config.synth:
         if synth_dir is None or read_manifest(synth_dir) is None:
-            raise RecipeError(f"tokenize.synth: no completed synth stage at {synth_dir}; add "
+            raise RecipeError(f"tokens.synth: no completed synth stage at {synth_dir}; add "
                               "\"synth\" to the recipe's stages")
         inputs["synth"] = upstream_hash(synth_dir)
-    stage = Stage("tokenize", out_dir, inputs=inputs, params=dataclasses.asdict(config))
+    stage = Stage("tokens", out_dir, inputs=inputs, params=dataclasses.asdict(config))
     if manifest := stage.done():
         return manifest
     work = stage.start()
@@ -90,7 +122,7 @@ def run_tokenize(curate_dir: Path, tokenizer_dir: Path, out_dir: Path,
     columns = ["id", "text", "source", "license"]
     total = count_rows(documents) + (count_rows(Path(synth_dir) / "samples") if config.synth
                                      else 0)  # every synthetic split: an upper bound
-    bar = tqdm(total=total, desc="tokenize", unit="doc", mininterval=1.0)
+    bar = tqdm(total=total, desc="tokens", unit="doc", mininterval=1.0)
     curated = (batch.to_pylist() for batch in iter_batches(documents, columns=columns,
                                                            batch_size=batch_docs))
     synthetic = _batched(synthetic_documents(synth_dir), batch_docs) if config.synth else ()

@@ -69,3 +69,9 @@ def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer | None)
 def prune_checkpoints(directory: Path, keep: int) -> None:
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old)
+
+
+def final_checkpoint(stage_dir: Path) -> Path:
+    """The checkpoint a completed training stage (pretrain, sft, dpo) ended with."""
+    manifest = json.loads((Path(stage_dir) / "manifest.json").read_text())
+    return Path(stage_dir) / manifest["final_checkpoint"]

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fournil.model.transformer import Transformer
-from fournil.train.post_config import LoRAConfig
+from fournil.train.config import LoRAConfig
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

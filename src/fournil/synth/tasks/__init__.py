@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
+from fournil.synth.generator import GenRequest
 from fournil.synth.sample import Draft, Item
 
 

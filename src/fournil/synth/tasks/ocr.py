@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from fournil.formats.prompts import ocr_messages
-from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
+from fournil.synth.generator import GenRequest
 from fournil.synth.sample import Draft, Item
 from fournil.synth.verify import cer
 from fournil.text.ocr_damage import add_ocr_noise

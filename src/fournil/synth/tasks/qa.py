@@ -21,9 +21,9 @@ import json
 import random
 
 from fournil.formats.prompts import qa_messages, summary_messages
-from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
 from fournil.synth.extract import content_words, noun_phrases, overlap, sentences, with_a, with_de
+from fournil.synth.generator import GenRequest
 from fournil.synth.llm_prompts import qa_prompt, summary_instruction
 from fournil.synth.questions import build_question, foreign_key, question_about
 from fournil.synth.sample import Draft, Item

@@ -23,9 +23,9 @@ import random
 
 from fournil.formats.citations import check_citations, render_sources
 from fournil.formats.prompts import rag_messages
-from fournil.synth.backends import GenRequest
 from fournil.synth.config import SynthConfig
 from fournil.synth.extract import content_words, with_de
+from fournil.synth.generator import GenRequest
 from fournil.synth.llm_prompts import rag_prompt
 from fournil.synth.questions import build_question
 from fournil.synth.sample import Draft, Item, Passage

@@ -25,7 +25,7 @@ import torch
 from fournil.model.config import TransformerConfig
 from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
-from fournil.recipe import ModelConfig, PretrainConfig
+from fournil.pretrain.config import PretrainConfig
 from fournil.train.muon import split_parameters
 
 GIB = 1 << 30
@@ -58,10 +58,10 @@ class MemoryEstimate:
         return "\n".join(f"{name:<20} {value:>12}" for name, value in rows)
 
 
-def estimate_memory(model_cfg: ModelConfig, cfg: PretrainConfig, vocab_size: int
+def estimate_memory(model_cfg: TransformerConfig, cfg: PretrainConfig, vocab_size: int
                     ) -> MemoryEstimate:
     """Peak memory of one training process with the whole model (no FSDP sharding)."""
-    config = TransformerConfig.from_model_config(model_cfg, vocab_size)
+    config = model_cfg.with_vocab(vocab_size)
     with torch.device("meta"):
         modules = [Transformer(config)]
         if cfg.mtp.depth:
