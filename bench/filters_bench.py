@@ -43,7 +43,8 @@ from fournil.curate.ocr_score import ocr_noise_score  # noqa: E402
 from fournil.curate.pii import scrub_pii  # noqa: E402
 from fournil.curate.quality import quality_reason, quality_signals, words_of  # noqa: E402
 from fournil.ingest.config import SourceSpec  # noqa: E402
-from fournil.ingest.readers import read_source, resolve_source  # noqa: E402
+from fournil.ingest.readers import read_source  # noqa: E402
+from fournil.ingest.sources import resolve_source  # noqa: E402
 from fournil.text.stopwords import GOPHER_STOP_WORDS  # noqa: E402
 
 DATA = ROOT / "data"

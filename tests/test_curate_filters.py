@@ -24,7 +24,8 @@ from fournil.curate.ocr_score import ocr_noise_score
 from fournil.curate.pii import iban_ok, scrub_pii
 from fournil.curate.quality import quality_signals, words_of
 from fournil.ingest.config import SourceSpec
-from fournil.ingest.readers import read_source, resolve_source
+from fournil.ingest.readers import read_source
+from fournil.ingest.sources import resolve_source
 from fournil.recipe import RecipeError, _build
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,10 +19,11 @@ from fournil.cli import main
 from fournil.eval.gguf_bpb import gguf_bpb
 from fournil.export.gguf import export_gguf, gguf_path, parse_dtypes
 from fournil.export.hf import export_hf
+from fournil.formats.chatml import CHAT_TEMPLATE
 from fournil.model.config import TransformerConfig
 from fournil.model.generate import generate
 from fournil.model.transformer import Transformer
-from fournil.tokenizer.train import CHAT_TEMPLATE, save_tokenizer, train_tokenizer
+from fournil.tokenizer.train import save_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("f32", "f16", "q8_0", "q4_0")

@@ -214,7 +214,7 @@ def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
 def test_fournil_models_get_fournils_engine_others_transformers(tiny_tokenizer_dir,
                                                                tiny_chat_model_dir,
                                                                other_model_dir):
-    from fournil.serve.engine import is_fournil_model
+    from fournil.model.hf import is_fournil_model
     assert is_fournil_model(tiny_tokenizer_dir)  # our ChatML template
     assert is_fournil_model(tiny_chat_model_dir)
     assert not is_fournil_model(other_model_dir)

@@ -2,14 +2,8 @@ import json
 
 from transformers import AutoTokenizer
 
-from fournil.tokenizer.train import (
-    ENDOFTEXT,
-    IM_END,
-    IM_START,
-    save_tokenizer,
-    token_byte_lengths,
-    train_tokenizer,
-)
+from fournil.formats.chatml import ENDOFTEXT, IM_END, IM_START
+from fournil.tokenizer.train import save_tokenizer, token_byte_lengths, train_tokenizer
 
 TEXTS = [
     "Il y a terriblement d'années, je m'en allais chasser le gibier d'eau dans les marais.",

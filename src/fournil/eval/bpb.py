@@ -20,17 +20,15 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fournil.core.shards import iter_batches
+from fournil.eval.lm import LanguageModel
 from fournil.tokens.shards import TokenDataset
-
-if TYPE_CHECKING:
-    from fournil.eval.lm import LanguageModel
 
 UNKNOWN_LANGUAGE = "und"  # ISO 639-2 "undetermined"
 

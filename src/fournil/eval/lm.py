@@ -19,7 +19,6 @@ Conventions, as in lm-evaluation-harness so numbers compare:
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,9 @@ from pathlib import Path
 import torch
 
 from fournil.core.device import pick_device
-from fournil.model.transformer import FORMAT_KEY
+from fournil.formats.chatml import ChatEncoder
+from fournil.model.generate import generate, load_for_generation, stop_token_ids
+from fournil.model.hf import is_fournil_model
 
 
 class PromptTooLong(ValueError):
@@ -142,8 +143,6 @@ class FournilLM(LanguageModel):
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu",
                  name: str | None = None) -> None:
-        from fournil.formats.chatml import ChatEncoder
-        from fournil.model.generate import load_for_generation, stop_token_ids
 
         self.path = Path(path)
         self.name = name or str(path)
@@ -162,7 +161,6 @@ class FournilLM(LanguageModel):
         return self.model(ids).float()
 
     def chat(self, messages: Sequence[dict], max_new_tokens: int) -> str:
-        from fournil.model.generate import generate
 
         ids = self.encoder.encode(messages)
         if len(ids) >= self.max_len:
@@ -236,27 +234,6 @@ class HFLM(LanguageModel):
         return self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
-def is_fournil_model(path: str | Path) -> bool:
-    """A checkpoint of ours, or an HF folder our Transformer runs as is: a Qwen3 config with
-    fournil's ChatML template (our exports)."""
-    from fournil.formats.chatml import check_chat_template
-
-    path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{path}: no config.json (not a model folder)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if FORMAT_KEY in config:
-        return True
-    if config.get("model_type") != "qwen3" or not (path / "tokenizer.json").exists():
-        return False
-    try:
-        check_chat_template(path)
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """`[LABEL=][hf:]PATH` on the command line: hf: runs a fournil folder through
@@ -287,8 +264,8 @@ def load_lm(spec: str | Path | ModelSpec, device: str | torch.device = "cpu") ->
         spec = ModelSpec(str(spec), spec, "auto")
     elif not isinstance(spec, ModelSpec):
         spec = ModelSpec.parse(spec)
-    if not spec.path.is_dir():
-        raise FileNotFoundError(f"{spec.path}: no such model folder")
+    if not (spec.path / "config.json").is_file():
+        raise FileNotFoundError(f"{spec.path}: no config.json (not a model folder)")
     engine = spec.engine
     if engine == "auto":
         engine = "fournil" if is_fournil_model(spec.path) else "hf"

@@ -1,5 +1,5 @@
-"""Chats as the model sees them: ChatML, the template fournil's tokenizer ships
-(`tokenizer_config.json`'s `chat_template`, see `fournil.tokenizer.train`).
+"""Chats as the model sees them: ChatML, its control tokens and the Jinja template fournil's
+tokenizer ships (`tokenizer_config.json`'s `chat_template`, see `fournil.tokenizer.train`).
 
 `render_chatml` is that Jinja template written as a function (the tests check it renders
 what `transformers`' `apply_chat_template` does), so serving needs no template engine.
@@ -15,9 +15,16 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from fournil.tokenizer.train import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START
-
 ROLES = ("system", "user", "assistant")
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+
+# ChatML, as Qwen and SmolLM use it: what `transformers` and llama.cpp render for chat.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def render_chatml(messages: Sequence[dict], add_generation_prompt: bool = True) -> str:

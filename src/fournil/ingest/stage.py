@@ -29,14 +29,9 @@ from tqdm import tqdm
 from fournil.core.shards import ShardWriter
 from fournil.core.stage import Context, Manifest, Stage, hash_files
 from fournil.ingest.config import SourceSpec
-from fournil.ingest.readers import (
-    IngestError,
-    Read,
-    Source,
-    SourceDescription,
-    read_source,
-    resolve_source,
-)
+from fournil.ingest.readers import read_source
+from fournil.ingest.records import Read
+from fournil.ingest.sources import IngestError, Source, SourceDescription, resolve_source
 from fournil.provenance.licenses import UNKNOWN
 from fournil.provenance.records import DOC_SCHEMA, make_record, rejected_schema
 

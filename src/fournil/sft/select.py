@@ -25,6 +25,7 @@ from typing import TypedDict
 
 from fournil.formats.citations import parse_citations
 from fournil.sft.config import SelectConfig
+from fournil.synth.judge import judge
 from fournil.train.chats import Chat, Rejected, check_roles
 
 Judge = Callable[[Sequence[Chat]], list[float]]  # chats -> scores in [0, 1]
@@ -34,8 +35,6 @@ def llm_judge(generator: object, max_tokens: int = 64) -> Judge:
     """A `Judge` from `fournil.synth.judge`: an LLM (any synth backend) grades each chat's
     last answer against what came before it from 1 to 5, mapped to [0, 1] ((s - 1) / 4); a
     reply without a score counts as 0."""
-    from fournil.synth.judge import judge  # synth's backends: imported only when judging
-
     def score(chats: Sequence[Chat]) -> list[float]:
         pairs = [(_prompt_text(c.messages[:-1]), c.messages[-1]["content"]) for c in chats]
         verdicts = judge(generator, pairs, max_tokens=max_tokens)

@@ -18,10 +18,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from fournil.synth.generator import Generator, GenRequest, GenResult, OnResult
+from fournil.synth.generator import Generator, GenRequest, GenResult, OnResult
 
 log = logging.getLogger("fournil")
 
@@ -101,8 +99,6 @@ class CachedGenerator:
 
     def generate(self, requests: Sequence[GenRequest], progress: bool = True,
                  on_result: OnResult | None = None) -> list[GenResult]:
-        from fournil.synth.generator import GenResult
-
         keys = [cache_key(self.id, r) for r in requests]
         results: list[GenResult | None] = [None] * len(requests)
         todo: dict[str, list[int]] = {}  # key -> the indices asking for it (duplicates: once)

@@ -16,16 +16,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+from fournil.formats.chatml import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START
 
-# ChatML, as Qwen and SmolLM use it: what `transformers` and llama.cpp render for chat.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 
 
 def build_untrained() -> Tokenizer:

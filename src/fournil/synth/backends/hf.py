@@ -14,7 +14,7 @@ class HFGenerator:
     else sampling seeded per request, so a result does not depend on its batch."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        from fournil.serve.engine import hf_stop_ids, load_hf_model  # torch, lazily
+        from fournil.model.hf import hf_stop_ids, load_hf_model
 
         self.path = Path(path)
         self.model, self.tokenizer = load_hf_model(self.path, device)

@@ -14,6 +14,9 @@ from typing import Protocol
 from fournil.synth.config import SynthConfig
 from fournil.synth.generator import GenRequest
 from fournil.synth.sample import Draft, Item
+from fournil.synth.tasks.ocr import OcrTask
+from fournil.synth.tasks.qa import QaTask, SummaryTask
+from fournil.synth.tasks.rag import RagTask
 
 
 class Task(Protocol):
@@ -29,11 +32,11 @@ class Task(Protocol):
     def generated_text(self, row: dict) -> str: ...
 
 
+TASKS: dict[str, Task] = {"ocr": OcrTask(), "rag": RagTask(), "qa": QaTask(),
+                          "summary": SummaryTask()}
+
+
 def get_task(name: str) -> Task:
-    from fournil.synth.tasks.ocr import OcrTask
-    from fournil.synth.tasks.qa import QaTask, SummaryTask
-    from fournil.synth.tasks.rag import RagTask
-    tasks = {"ocr": OcrTask(), "rag": RagTask(), "qa": QaTask(), "summary": SummaryTask()}
-    if name not in tasks:
-        raise ValueError(f"unknown synth task {name!r} ({', '.join(tasks)})")
-    return tasks[name]
+    if name not in TASKS:
+        raise ValueError(f"unknown synth task {name!r} ({', '.join(TASKS)})")
+    return TASKS[name]
