@@ -12,10 +12,10 @@ One run, on one corpus and one model:
    the time one step's linear-layer matmuls take alone (forward and both gradients, each at
    its own shape), and the time its attention kernel takes alone (causal SDPA forward and
    backward, which every side calls): together, a step time no trainer of this model beats;
-2. the corpus: `recipes/tiny-cpu.toml` through fournil's real data stages (`prepare_data`:
-   ingest, curate, tokenizer, tokenize; stages already up to date under `--data` are reused),
-   so every side reads the same uint16 train shards, in the same window order (fournil's
-   `WindowSampler` with the recipe's seed);
+2. the corpus: `recipes/tiny-cpu.toml` through fournil's real data stages (`run_stages` up
+   to `tokens`: ingest, curate, tokenizer, tokens; stages already up to date under `--data`
+   are reused), so every side reads the same uint16 train shards, in the same window order
+   (fournil's `WindowSampler` with the recipe's seed);
 3. the same model trained for `--steps` steps with AdamW on each side, each in a fresh
    process with the same thread count and seed: tiny-cpu's Qwen3 shape (d 192, 6 layers,
    3 query heads / 1 kv head of 64, SwiGLU 512, QK-norm, tied embeddings), seq_len 256,
@@ -105,14 +105,14 @@ class Setup:
 
 def make_setup(data_dir: Path | None, steps: int, threads: int = 0) -> Setup:
     """tiny-cpu's model and pretrain settings, on its corpus prepared by the real stages."""
-    from fournil.bake import prepare_data
+    from fournil.bake import run_stages
     from fournil.recipe import load_recipe
     from fournil.stages import RunLayout
     from fournil.tokenizer.train import load_tokenizer
 
     recipe = load_recipe(RECIPE)
     layout = RunLayout(recipe.run_dir(data_dir or ROOT / "runs" / recipe.name))
-    prepare_data(recipe, layout)  # each stage skipped when its manifest is up to date
+    run_stages(recipe, layout, until="tokens")  # each skipped when its manifest is up to date
     m, p = recipe.model, recipe.pretrain
     if p.grad_accum != 1:
         raise ValueError(f"{RECIPE}: the bench assumes pretrain.grad_accum = 1")

@@ -1,7 +1,8 @@
 """Sample efficiency: Muon + warmup-stable-decay against AdamW, one change per arm, 3 seeds.
 
-    python bench/sample_efficiency_bench.py --work /tmp/sample-eff    # ~1.5 h on 2 quiet cores
-    python bench/sample_efficiency_bench.py --steps 40 --seeds 1      # checks the plumbing
+    python bench/sample_efficiency_bench.py --work /tmp/sample-eff      # N = 400, ~2 h, 2 cores
+    python bench/sample_efficiency_bench.py --steps 200 --work /tmp/se  # bench/README.md's run
+    python bench/sample_efficiency_bench.py --steps 20 --seeds 2        # checks the plumbing
 
 The question (issue 4): does Muon + WSD reach the AdamW + cosine run's final validation
 bits-per-byte in <= 0.7x the tokens, and (issue 14) how much of that is the schedule and how

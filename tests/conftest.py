@@ -1,3 +1,8 @@
+"""The shared fixtures (tests/README.md says what each costs) and the markers that follow
+from them: a test that uses the smoke bake is `slow`, one that uses the session's Ray cluster
+is `ray`, one that uses the real SmolLM2 is `smollm2` (and `slow`)."""
+
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -6,14 +11,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fournil.bake import bake
-from fournil.recipe import load_recipe
+from fournil.bake import bake, run_stages
+from fournil.ingest.config import IngestConfig, SourceSpec
+from fournil.recipe import Recipe, load_recipe
 from fournil.stages import RunLayout
 from fournil.tokenizer.train import save_tokenizer, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+# The markers a fixture brings to every test that uses it, directly or through another
+# fixture, so that `-m "not slow"` leaves out whatever waits on a bake or a real LLM.
+FIXTURE_MARKERS = {
+    "smoke_bake": ("slow",),
+    "ray_executor": ("ray",),
+    "smollm2_gguf_path": ("smollm2", "slow"),
+    "llama_cpp": ("llama",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, markers in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                for marker in markers:
+                    item.add_marker(marker)
+
 
 FRENCH = [
     "Il était une fois, dans un petit village au bord de la mer, une boulangère.",
@@ -59,9 +87,6 @@ def tiny_chat_model_dir(tiny_tokenizer_dir, tmp_path_factory):
     return export_hf(model.eval(), out, tiny_tokenizer_dir, "# tiny random model\n")
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="session")
 def smoke_recipe():
     return load_recipe(ROOT / "recipes" / "smoke.toml")
@@ -76,6 +101,32 @@ def smoke_bake(smoke_recipe, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def data_stages() -> Callable[..., RunLayout]:
+    """`data_stages(sources, folder, until="curate", base=DATA, **sections) -> RunLayout`: the
+    real data stages, as `fournil bake` runs them (`run_stages`), up to and including `until`
+    ("ingest", "curate", "tokenizer" or "tokens"), on `sources` (SourceSpecs whose relative
+    paths are taken from `base`: the bundled corpus unless told), into `folder/<stage>/`.
+    The other keywords are recipe sections, e.g. `curate=CurateConfig(workers=1)`, checked as
+    a recipe's are. For a test that needs "these documents, curated" (or tokenized)."""
+
+    def run(sources: list[SourceSpec], folder: Path, until: str = "curate",
+            base: Path = DATA, **sections: object) -> RunLayout:
+        assert until in ("ingest", "curate", "tokenizer", "tokens"), until
+        ingest = sections.pop("ingest", IngestConfig())
+        sources = [dataclasses.replace(s, path=str((Path(base) / s.path).resolve()))
+                   for s in sources]
+        recipe = Recipe(name=Path(folder).name, ingest=dataclasses.replace(ingest,
+                                                                           sources=sources),
+                        **sections)
+        recipe.validate()
+        layout = RunLayout(Path(folder))
+        run_stages(recipe, layout, until=until)
+        return layout
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def ray_executor():
     """One local Ray cluster of 2 CPUs for the session; executors made while it runs join
     it (and leave it running), as `fournil curate --executor ray` joins a cluster."""
@@ -85,6 +136,16 @@ def ray_executor():
     executor = RayExecutor(num_cpus=2)
     yield executor
     executor.close()
+
+
+@pytest.fixture(scope="session")
+def llama_cpp():
+    """The llama_cpp module (llama-cpp-python). It is the `llama` extra, which the README's
+    test command and CI install (PyPI has it as source only: the first install compiles
+    llama.cpp, pip's wheel cache makes the next ones quick); a bare `.[dev]` install skips
+    the tests that use it."""
+    return pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed "
+                               "(pip install -e '.[llama]'; it compiles llama.cpp)")
 
 
 # --- a real small LLM: SmolLM2-135M-Instruct --------------------------------------------------

@@ -8,7 +8,7 @@ and cut at another place. These functions make such copies of real documents, an
 negatives that must never be merged (chapters of one book, texts quoting the same
 paragraph, short notices with the same boilerplate), so that near-dedup recall and
 precision can be measured (bench/near_dup_bench.py, bench/curate_bench.py,
-tests/test_minhash.py) on text whose duplicates are known.
+tests/curate/test_minhash.py) on text whose duplicates are known.
 """
 
 from __future__ import annotations

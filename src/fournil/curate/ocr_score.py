@@ -8,7 +8,7 @@ per word is mapped to [0, 1]. No lexicon: the short-word feature uses the fact t
 two-letter tokens of French or English form a small closed set (le, de, et, un, of, to, ...)
 which misreadings leave (lc, dc, ct, nn, ia).
 
-Calibrated in tests/test_curate_filters.py on the bundled corpus against the same text with
+Calibrated in tests/curate/test_curate_filters.py on the bundled corpus against the same text with
 synthetic OCR damage: clean prose and verse score < 0.1, damaged text far above.
 """
 

@@ -9,7 +9,7 @@ its merges, token types, special ids and chat template.
 One choice is ours: the pre-tokenizer. fournil splits every digit on its own, then applies
 GPT-2's regex; llama.cpp's `smollm` pre-tokenizer is exactly that sequence (`\\p{N}`, then
 the GPT-2 regex, no space clean-up on decode), so llama.cpp cuts text where we do (`gpt-2`,
-`qwen2` and `llama3` cut runs of spaces before a digit otherwise: tests/test_gguf.py). The
+`qwen2` and `llama3` cut runs of spaces before a digit otherwise: tests/export/test_gguf.py). The
 converter itself could not choose: it recognises a pre-tokenizer by hashing the tokens of a
 test text, which only works for the tokenizers of published models.
 

@@ -15,13 +15,17 @@ from fournil.model.transformer import FORMAT_KEY
 
 def is_fournil_model(path: str | Path) -> bool:
     """A fournil checkpoint (our config.json) or export (our ChatML template): the folders
-    `ServedModel` serves. Anything else goes through transformers."""
+    `ServedModel` serves. Anything else goes through transformers, our tokenizer's folder with
+    another architecture's config too (a Llama trained on it is no shape our Transformer reads)."""
     path = Path(path)
     if not path.is_dir():
         return False
     config = path / "config.json"
-    if config.exists() and FORMAT_KEY in json.loads(config.read_text(encoding="utf-8")):
+    data = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
+    if FORMAT_KEY in data:
         return True
+    if data.get("model_type", "qwen3") != "qwen3":
+        return False
     tokenizer_config = path / "tokenizer_config.json"
     return tokenizer_config.exists() and json.loads(
         tokenizer_config.read_text(encoding="utf-8")).get("chat_template") == CHAT_TEMPLATE

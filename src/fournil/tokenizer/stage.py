@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TypedDict
 
 from fournil.core.shards import iter_batches
-from fournil.core.stage import Context, Stage, upstream_hash
+from fournil.core.stage import Context, Manifest, Stage, upstream_hash
 from fournil.tokenizer.config import TokenizerConfig
 from fournil.tokenizer.train import capped, save_tokenizer, train_tokenizer
+
+
+class TokenizerCounts(TypedDict):
+    vocab_size: int
+    sample_bytes: int  # of the text the fertility was measured on
+    sample_tokens: int
+    bytes_per_token: float
+    tokens_per_word: float
+
+
+class TokenizerManifest(Manifest):
+    counts: TokenizerCounts
 
 
 def _texts(documents_dir: Path):
@@ -16,14 +29,14 @@ def _texts(documents_dir: Path):
         yield from batch.column("text").to_pylist()
 
 
-def run(ctx: Context) -> dict:
+def run(ctx: Context) -> TokenizerManifest:
     """`fournil tokenizer` and bake: BPE trained on the run's curated documents."""
     return run_tokenizer(ctx.folder("curate", "input"), ctx.out("tokenizer"),
                          ctx.recipe.tokenizer, ctx.recipe.model.max_seq_len)
 
 
 def run_tokenizer(curate_dir: Path, out_dir: Path, config: TokenizerConfig,
-                  max_length: int) -> dict:
+                  max_length: int) -> TokenizerManifest:
     documents = Path(curate_dir) / "documents"
     stage = Stage("tokenizer", out_dir, inputs={"curate": upstream_hash(curate_dir)},
                   params={**dataclasses.asdict(config), "max_length": max_length})

@@ -20,7 +20,7 @@ from fournil.ingest.html import decode_html, extract_html
 from fournil.ingest.pdf import PdfEncryptedError, extract_pdf
 from fournil.ingest.stage import run_ingest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def ingest(root: Path, *specs: SourceSpec) -> tuple[dict, list[dict], list[dict]]:

@@ -292,7 +292,7 @@ def test_cli_compares_models_on_a_task(folders, tmp_path, capsys):
     items = tmp_path / "mc.jsonl"
     items.write_text(json.dumps({"query": "Il était une", "choices": ["fois", "mer"],
                                  "gold": 0}) + "\n", encoding="utf-8")
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke.toml"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "smoke.toml"
     main(["-q", "eval", "-r", str(recipe), "--run-dir", str(tmp_path / "run"),
           "--set", "pretrain.device='cpu'",
           "--model", f"ours={folders['ckpt']}", "--model", f"llama={folders['llama']}",

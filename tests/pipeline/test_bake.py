@@ -22,7 +22,7 @@ from fournil.model.transformer import Transformer
 from fournil.recipe import apply_overrides
 from fournil.stages import RunLayout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
           "report", "export")
 
@@ -86,7 +86,7 @@ def test_post_training_is_exported_and_reported(smoke_bake):
 
 
 def test_synthetic_samples_pack_into_the_train_split_only(smoke_bake, tmp_path):
-    """tokenize.synth: the synth stage's train samples become documents of sources
+    """tokens.synth: the synth stage's train samples become documents of sources
     synth/<task> (their ChatML text, token for token), its eval samples stay out."""
     from fournil.core.shards import iter_records
     from fournil.recipe import RecipeError
@@ -98,7 +98,7 @@ def test_synthetic_samples_pack_into_the_train_split_only(smoke_bake, tmp_path):
 
     _, layout = smoke_bake
     config = TokensConfig(synth=True)
-    with pytest.raises(RecipeError, match="tokenize.synth: no completed synth stage"):
+    with pytest.raises(RecipeError, match="tokens.synth: no completed synth stage"):
         run_tokens(layout.curate, layout.tokenizer, tmp_path / "no", config,
                      synth_dir=tmp_path / "absent")
     counts = run_tokens(layout.curate, layout.tokenizer, tmp_path / "tokens", config,

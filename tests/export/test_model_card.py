@@ -5,26 +5,26 @@ public summary of training content (the EU AI Act template's structure)."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from fournil.core.stage import read_manifest
 from fournil.curate.config import CurateConfig
-from fournil.curate.stage import run_curate
+from fournil.export.ai_act import RunManifests
 from fournil.export.card import render_model_card
-from fournil.export.stage import CARD_STAGES
 from fournil.ingest.config import SourceSpec
-from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
 from fournil.stages import RunLayout
+from fournil.tokenizer.config import TokenizerConfig
 from fournil.tokens.config import TokensConfig
-from fournil.tokens.stage import run_tokens
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
-def _manifests(layout: RunLayout) -> dict:
-    return {name: read_manifest(layout.tokens if name == "tokenize" else getattr(layout, name))
-            for name in CARD_STAGES}
+def _manifests(layout: RunLayout) -> RunManifests:
+    """What the export stage gives the card: the manifests of the stages the run ran."""
+    return {name: read_manifest(layout.path(name)) for name in typing.get_type_hints(RunManifests)
+            if layout.path(name).exists()}
 
 
 def _section(card: str, heading: str) -> str:
@@ -50,7 +50,7 @@ def _int(cell: str) -> int:
 
 def _check_summary(card: str, m: dict) -> None:
     """What both tests check: every number of the summary against the manifests."""
-    train, val = m["tokenize"]["counts"]["train"], m["tokenize"]["counts"]["val"]
+    train, val = m["tokens"]["counts"]["train"], m["tokens"]["counts"]["val"]
     curate, ingest = m["curate"]["counts"], m["ingest"]["counts"]
     summary = _section(card, "## Public summary of training content")
 
@@ -135,10 +135,11 @@ def _jsonl(path: Path, records: list[dict]) -> str:
     return path.name
 
 
-def test_card_counts_rejections_pii_licensed_and_synthetic_sources(smoke_bake, tmp_path):
-    """A real ingest, curate and tokenize of three sources (a mixed one with gated licenses,
-    a duplicate and PII; one under a license the policy admits but that is not open; a
-    synthetic one), carded with the smoke bake's pretrain and eval manifests."""
+def test_card_counts_rejections_pii_licensed_and_synthetic_sources(data_stages, smoke_bake,
+                                                                   tmp_path):
+    """The real data stages on three sources (a mixed one with gated licenses, a duplicate and
+    PII; one under a license the policy admits but that is not open; a synthetic one),
+    carded with the smoke bake's pretrain and eval manifests."""
     _, layout = smoke_bake
     p = _passages(9)
     contact = " Écrire à jean.dupont@exemple.fr ou appeler le 01 23 45 67 89 avant midi."
@@ -159,22 +160,23 @@ def test_card_counts_rejections_pii_licensed_and_synthetic_sources(smoke_bake, t
                                                         {"id": "2", "text": p[8]}]),
                    name="synth/qa", license="CC-BY-4.0", language="fr"),
     ]
-    run_ingest(sources, tmp_path / "ingest", resolve=lambda path: tmp_path / path)
-    config = CurateConfig(allowed_licenses=[*DEFAULT_ALLOWED, "LicenseRef-Acme-Archive"])
-    run_curate(tmp_path / "ingest", tmp_path / "curate", config)
-    run_tokens(tmp_path / "curate", layout.tokenizer, tmp_path / "tokens",
-                 TokensConfig(val_fraction=0.1, passage_chars=200))
-    m = _manifests(RunLayout(tmp_path)) | {k: v for k, v in _manifests(layout).items()
-                                           if k in ("pretrain", "eval")}
+    run = data_stages(sources, tmp_path / "run", until="tokens", base=tmp_path,
+                      curate=CurateConfig(allowed_licenses=[*DEFAULT_ALLOWED,
+                                                            "LicenseRef-Acme-Archive"]),
+                      tokenizer=TokenizerConfig(vocab_size=512),
+                      tokens=TokensConfig(val_fraction=0.1, passage_chars=200))
+    m = _manifests(run) | {k: v for k, v in _manifests(layout).items()
+                           if k in ("pretrain", "eval")}
     curate = m["curate"]["counts"]
     assert curate["rejected"] == {"license:nc": 1, "license:nd": 1, "license:unknown": 1,
                                   "quality:too_short": 1, "dup:exact": 1}
     assert curate["pii"] == {"email": 1, "phone": 1}
-    train = m["tokenize"]["counts"]["train"]
+    train = m["tokens"]["counts"]["train"]
     assert {"mixed", "acme-archive", "synth/qa"} <= set(train["by_source"])
 
+    vocab = read_manifest(run.tokenizer)["counts"]["vocab_size"]
     card = render_model_card("mixed", {"num_layers": 2, "hidden_size": 64, "num_heads": 4,
-                                       "num_kv_heads": 2, "vocab_size": 1024, "max_seq_len": 128,
+                                       "num_kv_heads": 2, "vocab_size": vocab, "max_seq_len": 128,
                                        "tie_embeddings": True}, 164_224, m, ["fr"])
     _check_summary(card, m)
     summary = _section(card, "## Public summary of training content")

@@ -28,7 +28,7 @@ from fournil.ingest.html import extract_html
 from fournil.ingest.stage import IngestError, run_ingest
 from fournil.recipe import RecipeError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # French as 1990s-2000s collections have it. Latin-1 has no `œ`; cp1252 does (at 0x9C).
 LATIN1_TEXT = ("L'élève à côté de la fenêtre lisait un roman de Molière, « déjà » célèbre ; "

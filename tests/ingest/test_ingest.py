@@ -16,7 +16,7 @@ from fournil.core.shards import iter_records, shard_paths
 from fournil.ingest.config import SourceSpec
 from fournil.ingest.stage import IngestError, run_ingest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def ingest(tmp_path: Path, *specs: SourceSpec, out: str = "ingest", strict: bool = False) -> dict:

@@ -8,28 +8,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fournil.curate.config import CurateConfig
-from fournil.curate.stage import run_curate
 from fournil.ingest.config import SourceSpec
-from fournil.ingest.stage import run_ingest
 from fournil.pretrain.stage import run_pretrain
 from fournil.recipe import RecipeError, _convert
 from fournil.tokenizer.config import TokenizerConfig
-from fournil.tokenizer.stage import run_tokenizer
-from fournil.tokens.config import MixtureConfig, PhaseConfig, TokensConfig, integer_weights
+from fournil.tokens.config import MixtureConfig, PhaseConfig, integer_weights
 from fournil.tokens.loader import WindowSampler, get_batch
 from fournil.tokens.mixture import Cycle, MixtureSampler, phase_steps, source_spans, tokens_seen
 from fournil.tokens.shards import TokenDataset
-from fournil.tokens.stage import run_tokens
 from fournil.train.schedule import decay_start
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 NOUVELLES, WIKI, THEATRE = ("cligs-textbox/nouvelles19", "wikipedia-fr",
                             "cligs-textbox/theatre17")
@@ -37,10 +30,10 @@ SEQ = 64
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory) -> TokenDataset:
+def train(data_stages, tmp_path_factory) -> TokenDataset:
     """Train tokens of three real sources; the novellas come in two ingest entries around the
-    Wikipedia articles, so their documents form two spans of the stream."""
-    tmp = tmp_path_factory.mktemp("mixture")
+    Wikipedia articles, so their documents form two spans of the stream. (Paths are in the
+    bundled data/ folder.)"""
 
     def nouvelle(name: str) -> SourceSpec:
         return SourceSpec(path=f"cligs-textbox-fr/nouvelles19/{name}", name=NOUVELLES,
@@ -51,12 +44,9 @@ def train(tmp_path_factory) -> TokenDataset:
              nouvelle("nd0101.txt"), nouvelle("nd0028.txt"),
              SourceSpec(path="cligs-textbox-fr/theatre17/Boyer_Agamemnon_tc0146.txt",
                         name=THEATRE, license="domaine public")]
-    run_ingest(specs, tmp / "ingest", resolve=lambda p: DATA / p)
-    run_curate(tmp / "ingest", tmp / "curate", CurateConfig(workers=1))
-    run_tokenizer(tmp / "curate", tmp / "tokenizer", TokenizerConfig(vocab_size=512),
-                  max_length=SEQ)
-    run_tokens(tmp / "curate", tmp / "tokenizer", tmp / "tokens", TokensConfig())
-    data = TokenDataset(tmp / "tokens" / "train")
+    layout = data_stages(specs, tmp_path_factory.mktemp("mixture"), until="tokens",
+                         curate=CurateConfig(workers=1), tokenizer=TokenizerConfig(vocab_size=512))
+    data = TokenDataset(layout.tokens / "train")
     spans = source_spans(data.documents())
     assert set(spans) == {NOUVELLES, WIKI, THEATRE} and len(spans[NOUVELLES]) == 2
     return data

@@ -17,10 +17,8 @@ import pytest
 
 from fournil.core.shards import iter_records
 from fournil.curate.config import CurateConfig
-from fournil.curate.stage import run_curate
 from fournil.formats.prompts import summary_messages
 from fournil.ingest.config import SourceSpec
-from fournil.ingest.stage import run_ingest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
 from fournil.synth.config import Axis, GeneratorConfig, SynthConfig
 from fournil.synth.diversity import compression_ratio, distinct_n, near_duplicate_rate
@@ -33,7 +31,7 @@ from fournil.synth.tasks import get_task
 from fournil.synth.verify import cer, is_refusal, parse_json_reply
 from fournil.text.ocr_damage import add_ocr_noise
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 NOUVELLES = DATA / "cligs-textbox-fr" / "nouvelles19"
 
 
@@ -173,7 +171,7 @@ def test_seed_passages_and_split():
 # --- the stage, end to end ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory) -> Path:
+def curated(data_stages, tmp_path_factory) -> Path:
     """A curated corpus of 6 documents: 4 public-domain short stories, 2 CC-BY-SA articles."""
     tmp = tmp_path_factory.mktemp("synth-corpus")
     records = []
@@ -186,10 +184,8 @@ def curated(tmp_path_factory) -> Path:
                         "license": "CC BY-SA 4.0"})
     (tmp / "docs.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
                                             for r in records), encoding="utf-8")
-    run_ingest([SourceSpec(path="docs.jsonl", name="mixed", license="domaine public")],
-               tmp / "ingest", resolve=lambda p: tmp / p)
-    run_curate(tmp / "ingest", tmp / "curate", CurateConfig(workers=1))
-    return tmp / "curate"
+    source = SourceSpec(path="docs.jsonl", name="mixed", license="domaine public")
+    return data_stages([source], tmp, base=tmp, curate=CurateConfig(workers=1)).curate
 
 
 def _config() -> SynthConfig:

@@ -200,9 +200,7 @@ def test_hf_backend_gives_the_servers_greedy_text(smollm2_dir, smollm2_server, m
     assert a.text == b.text
 
 
-def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed "
-                        "(pip install -e '.[llama]'; it compiles llama.cpp)")
+def test_llama_cpp_backend_answers_from_the_gguf(llama_cpp, smollm2_gguf_path):
     gen = make_generator(GeneratorConfig(backend="llama_cpp", model=str(smollm2_gguf_path)))
     assert gen.id == f"llama_cpp:{smollm2_gguf_path.name}"
     [result] = gen.generate([GenRequest.from_chat(PARIS, max_tokens=10, temperature=0)])
@@ -213,12 +211,19 @@ def test_llama_cpp_backend_answers_from_the_gguf(smollm2_gguf_path):
 
 def test_fournil_models_get_fournils_engine_others_transformers(tiny_tokenizer_dir,
                                                                tiny_chat_model_dir,
-                                                               other_model_dir):
+                                                               other_model_dir, tmp_path):
     from fournil.model.hf import is_fournil_model
     assert is_fournil_model(tiny_tokenizer_dir)  # our ChatML template
     assert is_fournil_model(tiny_chat_model_dir)
     assert not is_fournil_model(other_model_dir)
     assert not is_fournil_model(other_model_dir / "model.safetensors")
+    # a Llama with our tokenizer and its ChatML template is still not a shape ours runs
+    llama = tmp_path / "llama-with-our-tokenizer"
+    llama.mkdir()
+    shutil.copyfile(other_model_dir / "config.json", llama / "config.json")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tiny_tokenizer_dir / name, llama / name)
+    assert not is_fournil_model(llama)
 
 
 def test_serve_verb_names_a_missing_model(tmp_path, capsys):

@@ -7,14 +7,16 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from fournil.core.shards import iter_records
+from fournil.core.stage import read_manifest
 from fournil.curate.config import CurateConfig
 from fournil.curate.near_copies import NEAR_COPY_KINDS
 from fournil.curate.stage import run_curate
-from fournil.ingest.config import SourceSpec
-from fournil.ingest.stage import run_ingest
+from fournil.ingest.config import IngestConfig, SourceSpec
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def _passages(n: int) -> list[str]:
@@ -25,18 +27,30 @@ def _passages(n: int) -> list[str]:
     return paragraphs[:n]
 
 
-def _curate(tmp_path: Path, records: list[dict], config: CurateConfig | None = None):
-    (tmp_path / "mixed.jsonl").write_text(
+def _mixed(folder: Path, records: list[dict]) -> SourceSpec:
+    """The records as one JSONL source, public domain unless a record says otherwise."""
+    (folder / "mixed.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    run_ingest([SourceSpec(path="mixed.jsonl", name="mixed", license="domaine public")],
-               tmp_path / "ingest", resolve=lambda p: tmp_path / p)
-    manifest = run_curate(tmp_path / "ingest", tmp_path / "curate", config or CurateConfig())
-    kept = list(iter_records(tmp_path / "curate" / "documents"))
-    rejected = list(iter_records(tmp_path / "curate" / "rejected"))
-    return manifest, kept, rejected
+    return SourceSpec(path=str(folder / "mixed.jsonl"), name="mixed", license="domaine public")
 
 
-def test_gate_filters_dedup_and_conservation(tmp_path):
+def _outputs(curate_dir: Path) -> tuple[dict, list, list]:
+    return (read_manifest(curate_dir), list(iter_records(curate_dir / "documents")),
+            list(iter_records(curate_dir / "rejected")))
+
+
+@pytest.fixture
+def curate(data_stages, tmp_path):
+    """`curate(records, config)`: the records ingested and curated in tmp_path ->
+    (manifest, kept, rejected)."""
+    def run(records: list[dict], config: CurateConfig | None = None):
+        layout = data_stages([_mixed(tmp_path, records)], tmp_path,
+                             curate=config or CurateConfig())
+        return _outputs(layout.curate)
+    return run
+
+
+def test_gate_filters_dedup_and_conservation(curate):
     p = _passages(8)
     records = [
         {"id": "pd", "text": p[0]},                                   # source default: PD
@@ -50,7 +64,7 @@ def test_gate_filters_dedup_and_conservation(tmp_path):
         {"id": "copy", "text": "  " + p[0].upper().replace(" ", "  ") + "\n"},
         {"id": "copy-of-nc", "text": p[3]},  # the NC original was gated: this one is kept
     ]
-    manifest, kept, rejected = _curate(tmp_path, records)
+    manifest, kept, rejected = curate(records)
     reasons = {r["id"].split("/", 1)[1]: r["reason"] for r in rejected}
     assert reasons == {"nc": "license:nc", "nc-deed": "license:nc", "nd": "license:nd",
                        "unknown": "license:unknown", "short": "quality:too_short",
@@ -73,30 +87,30 @@ def test_gate_filters_dedup_and_conservation(tmp_path):
     assert by_id["mixed/by-sa"]["source"] == "mixed"
 
 
-def test_normalisation_is_applied_before_dedup(tmp_path):
+def test_normalisation_is_applied_before_dedup(curate):
     p = _passages(1)[0]
     decomposed = p.replace("é", "e\u0301")  # NFD form of the same text
     records = [{"id": "a", "text": p.replace("\n", "\r\n") + "\u0085fin"},
                {"id": "b", "text": decomposed + "\u0085fin"}]
-    _, kept, rejected = _curate(tmp_path, records)
+    _, kept, rejected = curate(records)
     assert [d["id"] for d in kept] == ["mixed/a"]
     assert "\u0085" not in kept[0]["text"] and "\r" not in kept[0]["text"]
     assert kept[0]["text"].endswith("\nfin")
     assert rejected[0]["reason"] == "dup:exact"
 
 
-def test_policy_from_recipe(tmp_path):
+def test_policy_from_recipe(curate):
     p = _passages(2)
     records = [{"id": "pd", "text": p[0]}, {"id": "sa", "text": p[1], "license": "CC BY-SA 4.0"}]
     config = CurateConfig(allowed_licenses=["LicenseRef-PublicDomain"], min_chars=0)
-    manifest, kept, rejected = _curate(tmp_path, records, config)
+    manifest, kept, rejected = curate(records, config)
     assert [d["id"] for d in kept] == ["mixed/pd"]
     assert rejected[0]["reason"] == "license:not_allowed"
 
 
-def test_stage_skips_when_up_to_date(tmp_path):
+def test_stage_skips_when_up_to_date(curate, tmp_path):
     records = [{"id": "pd", "text": _passages(1)[0]}]
-    first, _, _ = _curate(tmp_path, records)
+    first, _, _ = curate(records)
     second = run_curate(tmp_path / "ingest", tmp_path / "curate", CurateConfig())
     assert second == first  # same manifest, same timings: nothing was redone
     third = run_curate(tmp_path / "ingest", tmp_path / "curate", CurateConfig(min_chars=10))
@@ -119,7 +133,7 @@ def _near_copy(text: str) -> str:
     return NEAR_COPY_KINDS["edits-2+header"](text, random.Random(0))
 
 
-def test_near_duplicates_pii_bad_documents_and_report(tmp_path):
+def test_near_duplicates_pii_bad_documents_and_report(curate, tmp_path):
     docs = _novella_documents()
     assert len(docs) >= 12
     contact = {"id": "contact", "text": docs[5]["text"] + "\n\nÉcrire à "
@@ -132,7 +146,7 @@ def test_near_duplicates_pii_bad_documents_and_report(tmp_path):
                 "Haushaltsvorschläge der einzelnen Abteilungen zu prüfen. Nach einer langen "
                 "Diskussion waren sich die Mitglieder einig, dass die Mittel für öffentliche "
                 "Bibliotheken erhöht werden sollten, während neue Büromöbel warten müssen."}]
-    manifest, kept, rejected = _curate(tmp_path, records)
+    manifest, kept, rejected = curate(records)
     reasons = {r["id"].split("/", 1)[1]: (r["reason"], r["dup_of"]) for r in rejected}
     assert reasons["repost"] == ("dup:minhash", f"mixed/{docs[3]['id']}")
     assert "blank" not in reasons  # an empty document stops at ingest, with its reason
@@ -157,27 +171,22 @@ def test_near_duplicates_pii_bad_documents_and_report(tmp_path):
         assert f"### `{reason}`" in markdown
 
 
-def _curate_on(tmp_path: Path, executor: str, records: list[dict]) -> tuple[dict, list, list]:
-    tmp_path.mkdir()
-    (tmp_path / "docs.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    # shards of 4 rows, so that there are many tasks to spread over the workers
-    run_ingest([SourceSpec(path="docs.jsonl", name="mixed", license="domaine public")],
-               tmp_path / "ingest", resolve=lambda p: tmp_path / p, rows_per_shard=4)
-    config = CurateConfig(executor=executor, workers=2, task_rows=4)
-    manifest = run_curate(tmp_path / "ingest", tmp_path / "curate", config)
-    return (manifest, list(iter_records(tmp_path / "curate" / "documents")),
-            list(iter_records(tmp_path / "curate" / "rejected")))
-
-
-def test_ray_and_local_processes_give_the_same_result(tmp_path, ray_executor):
+def test_ray_and_local_processes_give_the_same_result(data_stages, tmp_path, ray_executor):
     docs = _novella_documents()
     records = [*docs, {"id": "repost", "text": _near_copy(docs[2]["text"])},
                {"id": "copy", "text": docs[7]["text"].upper()},
                {"id": "short", "text": docs[8]["text"][:150]},
                {"id": "nc", "text": docs[0]["text"] + " bis", "license": "CC BY-NC 4.0"}]
-    local = _curate_on(tmp_path / "local", "local", records)
-    ray = _curate_on(tmp_path / "ray", "ray", records)
+    source = _mixed(tmp_path, records)
+
+    def curate_on(executor: str) -> tuple[dict, list, list]:
+        # shards of 4 rows, so that there are many tasks to spread over the workers
+        layout = data_stages([source], tmp_path / executor,
+                             ingest=IngestConfig(rows_per_shard=4),
+                             curate=CurateConfig(executor=executor, workers=2, task_rows=4))
+        return _outputs(layout.curate)
+
+    local, ray = curate_on("local"), curate_on("ray")
     assert local[0]["tasks"] == ray[0]["tasks"] == -(-len(records) // 4) > 2
     assert local[0]["counts"] == ray[0]["counts"]
     assert local[0]["key"] == ray[0]["key"]  # the executor is not part of the result

@@ -25,7 +25,7 @@ from fournil.model.generate import generate
 from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import save_tokenizer, train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DTYPES = ("f32", "f16", "q8_0", "q4_0")
 PROMPT = "Il était une fois, dans un petit village au bord de la mer,"
 N_NEW = 24
@@ -148,15 +148,6 @@ def test_bad_types_and_folders_are_clear_errors(export_dir, tmp_path):
 
 # --- llama.cpp ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def llama_cpp():
-    # the `llama` extra, which the README's test command and CI install (PyPI has
-    # llama-cpp-python as source only: the first install compiles llama.cpp, pip's wheel
-    # cache makes the next ones quick); a bare `.[dev]` install skips these tests
-    return pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed "
-                               "(pip install -e '.[llama]')")
-
-
 @contextmanager
 def llama(llama_cpp, path: Path, n_ctx: int, **options):
     """A llama.cpp model on one thread (its workers spin while they wait: on a shared CI
@@ -247,6 +238,7 @@ def test_llama_cpp_greedy_tokens_equal_fournils_along_a_varied_path(llama_cpp, s
         assert list(islice(llm.generate(prompt, temp=0.0, repeat_penalty=1.0), N_NEW)) == ours
 
 
+@pytest.mark.slow  # transformers dequantises the GGUF in a server process: seconds
 def test_fournil_serve_answers_from_the_gguf_beside_its_export(sharp_export,
                                                               start_fournil_serve):
     """`fournil export --gguf f32` then `fournil serve --model .../model-f32.gguf`: the

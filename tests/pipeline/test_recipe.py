@@ -4,13 +4,14 @@ import pytest
 
 from fournil.pretrain.memory import estimate_memory
 from fournil.recipe import RecipeError, apply_overrides, load_recipe
+from fournil.stages import STAGE_NAMES
 
-RECIPES = Path(__file__).parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["tiny-cpu", "smoke", "tiny-cpu-sft", "gpu-150m", "gpu-350m",
-                                  "gpu-20m-sft"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.toml")))
 def test_bundled_recipes_validate(name):
+    """Every recipe under recipes/ loads, and names the folders it reads."""
     recipe = load_recipe(RECIPES / f"{name}.toml")
     assert recipe.name == name
     for source in recipe.ingest.sources:
@@ -90,7 +91,7 @@ def test_extends_overrides_table_by_table(tmp_path):
     base = _write(tmp_path, "[pretrain]\nmax_steps = 40\nbatch_size = 4\n[model]\nnum_layers = 3\n")
     child = tmp_path / "child.toml"
     child.write_text(f'extends = "{base.name}"\nname = "child"\n'
-                     'stages = ["ingest", "curate", "synth", "tokenizer", "tokenize", "pretrain",'
+                     'stages = ["ingest", "curate", "synth", "tokenizer", "tokens", "pretrain",'
                      ' "eval", "sft", "export"]\n[pretrain]\nmax_steps = 80\n')
     recipe = load_recipe(child)
     assert recipe.name == "child"
@@ -113,8 +114,21 @@ def test_extends_errors_name_the_file(tmp_path):
 def test_stages_are_checked(tmp_path):
     with pytest.raises(RecipeError, match=r"stages\[1\]: unknown stage 'distil'"):
         load_recipe(_write_stages(tmp_path, '"distil"'))
-    with pytest.raises(RecipeError, match="pretrain, eval, export cannot be left out"):
+    # the core stages always run, named or not; `stages` adds the optional ones
+    recipe = load_recipe(_write_stages(tmp_path, '"curate", "tokenizer", "tokens", "sft"'))
+    assert [s for s in STAGE_NAMES if recipe.runs(s)] == [
+        "ingest", "curate", "tokenizer", "tokens", "pretrain", "eval", "sft", "report", "export"]
+
+
+def test_old_names_say_the_new_ones(tmp_path):
+    with pytest.raises(RecipeError, match=r"stages\[3\]: unknown stage 'tokenize' .*'tokenize' "
+                                          r"is now 'tokens'"):
         load_recipe(_write_stages(tmp_path, '"curate", "tokenizer", "tokenize"'))
+    with pytest.raises(RecipeError, match=r"r\.toml: tokenize: unknown key .*'tokenize' is now "
+                                          r"'tokens'"):
+        load_recipe(_write(tmp_path, "[tokenize]\nval_fraction = 0.1\n"))
+    with pytest.raises(RecipeError, match=r"no section 'tokenize' .*'tokenize' is now 'tokens'"):
+        apply_overrides(load_recipe(RECIPES / "smoke.toml"), ["tokenize.val_fraction=0.1"])
 
 
 def _write_stages(tmp_path, rest):

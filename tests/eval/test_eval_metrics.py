@@ -191,7 +191,7 @@ def test_task_and_model_specs(tmp_path):
 def test_recipe_eval_section_is_validated():
     from fournil.recipe import RecipeError, load_recipe, recipe_from_dict
 
-    data = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "smoke.toml").to_dict()
+    data = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "smoke.toml").to_dict()
     data["eval"] = {"tasks": ["bpb", "mc:items.jsonl", "ocr"], "max_items": 10}
     assert recipe_from_dict(data).eval.tasks == ["bpb", "mc:items.jsonl", "ocr"]
     data["eval"] = {"tasks": ["bpb", "mmlu"]}

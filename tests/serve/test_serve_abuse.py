@@ -23,7 +23,7 @@ from fournil.model.transformer import Transformer
 from fournil.serve.engine import Sampling, ServedModel
 from fournil.serve.server import create_app, running_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = 1024  # long generations, so a client that leaves always leaves one under way
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT_S = HEAD_TIMEOUT_S = 1.0

@@ -15,7 +15,7 @@ from fournil.curate.minhash import find_duplicates, signatures
 from fournil.curate.normalize import normalize_text
 
 CONFIG = NearDedupConfig()
-NOVELLAS = Path(__file__).resolve().parents[1] / "data/cligs-textbox-fr/nouvelles19"
+NOVELLAS = Path(__file__).resolve().parents[2] / "data/cligs-textbox-fr/nouvelles19"
 
 
 def novella_batches(n_batches: int = 8, per_batch: int = 40) -> list[list[str]]:
@@ -60,7 +60,7 @@ def test_ray_matches_local(batches, reference, ray_executor):
     assert find_duplicates(ids, np.vstack(got), CONFIG) == find_duplicates(ids, reference, CONFIG)
 
 
-@pytest.mark.parametrize("kind", ["inline", "local", "ray"])
+@pytest.mark.parametrize("kind", ["inline", "local", pytest.param("ray", marks=pytest.mark.ray)])
 def test_failing_task_is_named(kind, batches, request):
     if kind == "ray":
         executor = request.getfixturevalue("ray_executor")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-VERBS = ["bake", "ingest", "curate", "tokenizer", "tokenize", "pretrain", "eval", "export",
-         "generate", "serve", "chat"]
+from fournil.stages import STAGE_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+VERBS = ["bake", "ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
+         "dpo", "report", "export", "generate", "serve", "chat"]
 
 
 def fournil(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -23,8 +26,18 @@ def fournil(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_help_lists_every_verb():
     out = fournil("--help")
     assert out.returncode == 0
-    for verb in VERBS:
-        assert verb in out.stdout
+    assert re.findall(r"^    (\w+) ", out.stdout, flags=re.M) == VERBS  # in pipeline order
+
+
+def test_every_stage_is_a_verb():
+    """The verbs come from the list of stages: a stage added there is a verb here too."""
+    assert [v for v in VERBS if v in STAGE_NAMES] == list(STAGE_NAMES)
+
+
+def test_an_old_stage_name_is_an_error_that_lists_the_verbs():
+    out = fournil("tokenize", "--help")  # the stage is `tokens` now
+    assert out.returncode == 2 and "invalid choice: 'tokenize'" in out.stderr
+    assert "'tokens'" in out.stderr
 
 
 @pytest.mark.parametrize("verb", VERBS)

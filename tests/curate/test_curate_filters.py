@@ -28,7 +28,7 @@ from fournil.ingest.readers import read_source
 from fournil.ingest.sources import resolve_source
 from fournil.recipe import RecipeError, _build
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
 BUNDLED = ["cligs-textbox-fr/nouvelles19", "cligs-textbox-fr/theatre17", "wikipedia-fr-sample"]
 SIGNALS = [f.name for f in SIGNAL_FIELDS]

@@ -38,7 +38,7 @@ from fournil.recipe import RecipeError
 WORDS_5 = NearDedupConfig(shingles="words", shingle_size=5, bands=14, rows=8,
                           verify_threshold=None)
 
-NOVELLAS = Path(__file__).resolve().parents[1] / "data/cligs-textbox-fr/nouvelles19"
+NOVELLAS = Path(__file__).resolve().parents[2] / "data/cligs-textbox-fr/nouvelles19"
 
 
 def novella_chunks(min_chars: int = 2000) -> list[str]:

@@ -21,7 +21,7 @@ from fournil.tokenizer.train import load_tokenizer
 from fournil.train.checkpoint import final_checkpoint, list_checkpoints
 from fournil.train.distributed import micro_batch_starts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # 8 steps of 2 micro-batches of 4 sequences: one micro-batch per process at world size 2
 BASE = ["pretrain.max_steps=8", "pretrain.batch_size=4", "pretrain.grad_accum=2",
         "pretrain.log_every=1", "pretrain.checkpoint_every=4", "pretrain.eval_every=8",
