@@ -32,6 +32,7 @@ FIXTURE_MARKERS = {
     "ray_executor": ("ray",),
     "smollm2_gguf_path": ("smollm2", "slow"),
     "llama_cpp": ("llama",),
+    "tiny_corrector_dir": ("slow",),
 }
 
 
@@ -85,6 +86,80 @@ def tiny_chat_model_dir(tiny_tokenizer_dir, tmp_path_factory):
                 p.normal_(0.0, 0.1)
     out = tmp_path_factory.mktemp("tiny-chat") / "tiny-fournil"
     return export_hf(model.eval(), out, tiny_tokenizer_dir, "# tiny random model\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_rag_model_dir(tiny_tokenizer_dir, tmp_path_factory):
+    """`tiny_chat_model_dir`'s twin with a 2048-token context, so that the cited-RAG prompt
+    with three passages of `wiki_index_dir` (~1,000 of the tiny tokenizer's tokens) fits:
+    the random model for tests of `fournil serve --index` and its page."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from fournil.export.hf import export_hf
+    from fournil.model.config import TransformerConfig
+    from fournil.model.transformer import Transformer
+
+    vocab = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json")).get_vocab_size()
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(
+        vocab_size=vocab, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+        head_dim=16, intermediate_size=128, max_seq_len=2048))
+    with torch.no_grad():  # far from uniform, so greedy text is not one repeated token
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.normal_(0.0, 0.1)
+    out = tmp_path_factory.mktemp("tiny-rag") / "tiny-rag"
+    return export_hf(model.eval(), out, tiny_tokenizer_dir, "# tiny random model\n")
+
+
+@pytest.fixture(scope="session")
+def wiki_index_dir(data_stages, tmp_path_factory) -> Path:
+    """The bundled Wikipedia sample (4 articles, CC-BY-SA-4.0), curated and indexed by the
+    index stage in passages of 100-200 characters: a real passage index in ~2 s."""
+    from fournil.index.config import IndexConfig
+    from fournil.index.stage import build_index
+
+    run = tmp_path_factory.mktemp("wiki-index")
+    layout = data_stages([SourceSpec("wikipedia-fr-sample")], run)
+    build_index(layout.curate, run / "index", IndexConfig(min_chars=100, max_chars=200))
+    return run / "index"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_model(tiny_tokenizer_dir, tmp_path_factory) -> Callable[..., Path]:
+    """`tiny_hf_model(name, config_class, std=0.1, **switches) -> folder`: a random 2-layer
+    model made by transformers itself (`LlamaConfig`, `Qwen2Config`, ... with the switches
+    given), saved by it in float32 with the tiny tokenizer beside it (vocabulary 320), its
+    weights away from the init (norms in [0.5, 1.5], the rest, biases included, normal with
+    `std`: 0.3 makes greedy paths that wander) so that a switch left out shows. Made once per
+    name; the folder is named after it."""
+    root = tmp_path_factory.mktemp("tiny-hf")
+
+    def make(name: str, config_class: type, std: float = 0.1, **switches: object) -> Path:
+        folder = root / name
+        if folder.exists():
+            return folder
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        shape = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                     rms_norm_eps=1e-5, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config_class(**{**shape, **switches}))
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if pname.endswith("norm.weight"):
+                    p.uniform_(0.5, 1.5)
+                else:
+                    p.normal_(0.0, std)
+        model.float().save_pretrained(folder)
+        for file in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(tiny_tokenizer_dir / file, folder / file)
+        return folder
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +221,67 @@ def llama_cpp():
     the tests that use it."""
     return pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed "
                                "(pip install -e '.[llama]'; it compiles llama.cpp)")
+
+
+# --- a real corrector, trained here ---------------------------------------------------------
+
+# The OCR errors the tiny corrector learns to fix in FRENCH's sentences (a confusion each, as
+# fournil.text.ocr_damage makes them: l->1, e->c, e->c, n->u)
+PLANTED_OCR_ERRORS = {"village": "vil1age", "pâte": "pâtc", "enfants": "cnfants",
+                      "pain": "paiu"}
+
+
+def plant_ocr_errors(text: str) -> str:
+    for right, wrong in PLANTED_OCR_ERRORS.items():
+        text = text.replace(right, wrong)
+    return text
+
+
+@pytest.fixture(scope="session")
+def tiny_corrector_dir(tmp_path_factory) -> Path:
+    """A real fournil export (`tiny-corrector`) of a 2-layer Transformer trained here, 120
+    full-batch AdamW steps (5-15 s), to answer `ocr_messages` for FRENCH's four sentences:
+    the sentence itself, whether asked with the sentence clean or with PLANTED_OCR_ERRORS
+    in it. A corrector that does what a trained one does on text it knows (copies what is
+    right, fixes what it knows is wrong), and rewrites text it does not know, as small
+    models do: what correction decoding must hold back."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from fournil.export.hf import export_hf
+    from fournil.formats.chatml import ChatEncoder
+    from fournil.formats.prompts import OCR_INSTRUCTION, ocr_messages
+    from fournil.model.config import TransformerConfig
+    from fournil.model.transformer import Transformer
+
+    sentences = sorted(set(FRENCH))
+    root = tmp_path_factory.mktemp("tiny-corrector")
+    tok = train_tokenizer(FRENCH + [OCR_INSTRUCTION] * 5, vocab_size=320, min_frequency=1,
+                          show_progress=False)
+    save_tokenizer(tok, root / "tokenizer", max_length=512)
+    encoder = ChatEncoder(Tokenizer.from_file(str(root / "tokenizer" / "tokenizer.json")))
+    rows = [encoder.encode_with_mask([*ocr_messages(noisy), {"role": "assistant",
+                                                             "content": clean}])
+            for clean in sentences for noisy in (clean, plant_ocr_errors(clean))]
+    width = max(len(ids) for ids, _ in rows)
+    x = torch.zeros(len(rows), width, dtype=torch.long)
+    learn = torch.zeros(len(rows), width)
+    for i, (ids, mask) in enumerate(rows):
+        x[i, :len(ids)], learn[i, :len(ids)] = torch.tensor(ids), torch.tensor(mask).float()
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2, head_dim=16, intermediate_size=128, max_seq_len=512))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        losses = torch.nn.functional.cross_entropy(model(x[:, :-1]).transpose(1, 2), x[:, 1:],
+                                                   reduction="none")
+        loss = (losses * learn[:, 1:]).sum() / learn[:, 1:].sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05, f"the tiny corrector did not learn its sentences ({loss:.3f})"
+    return export_hf(model.eval(), root / "tiny-corrector", root / "tokenizer", "# tiny\n")
 
 
 # --- a real small LLM: SmolLM2-135M-Instruct --------------------------------------------------

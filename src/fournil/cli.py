@@ -114,7 +114,8 @@ def serve_verb(args: argparse.Namespace) -> None:
     serve(model, host=args.host, port=args.port,
           max_concurrency=args.max_concurrency, max_queue=args.max_queue,
           model_name=args.model_name, device=args.device, threads=args.threads,
-          max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout)
+          max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout,
+          index_dir=args.index, passages=args.passages, answer_prefix=args.answer_prefix)
 
 
 def chat_verb(args: argparse.Namespace) -> None:
@@ -128,6 +129,32 @@ def chat_verb(args: argparse.Namespace) -> None:
         top_k=d["top_k"] if args.top_k is None else args.top_k,
         top_p=d["top_p"] if args.top_p is None else args.top_p, seed=args.seed)
     chat_loop(served, sampling, system=args.system)
+
+
+def ask_verb(args: argparse.Namespace) -> None:
+    """Retrieval first: a question the index has nothing for is refused before any model is
+    loaded (in milliseconds, not the seconds a model takes)."""
+    from fournil.index.answer import answer, render_text
+    from fournil.index.store import open_index
+    layout = None if args.index and args.model else get_layout(args, get_recipe(args))
+    retriever = open_index(Path(args.index) if args.index else layout.index)
+    model_dir = Path(args.model) if args.model else layout.export
+    if not (model_dir / "config.json").is_file():
+        raise RecipeError(f"{model_dir}: no model here; bake or export first, or pass --model "
+                          "(a fournil export or any transformers chat model folder)")
+    result = answer(args.question, retriever, None, k=args.k)
+    if not result.refused:
+        from fournil.eval.ask import QuotingLM  # the same answers `fournil eval` scores
+        from fournil.eval.lm import PromptTooLong, load_lm  # fournil's engine or transformers
+        try:
+            result = answer(args.question, retriever, QuotingLM(load_lm(model_dir, args.device)),
+                            k=args.k, max_new_tokens=args.max_new_tokens,
+                            constrained=not args.unconstrained)
+        except PromptTooLong as e:
+            raise ValueError(f"{model_dir}: {e}; show it fewer passages (-k) or index shorter "
+                             "ones (fournil index --set index.max_chars=...)") from None
+    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if args.json
+          else render_text(result))
 
 
 @dataclass(frozen=True)
@@ -179,7 +206,16 @@ MODEL_VERBS = (
                   help="larger request bodies get a 413 (default 1048576)"),
              flag("--body-timeout", type=float, default=20.0, metavar="SECONDS",
                   help="a request body not received whole in this time gets a 408 "
-                  "(default 20)"))),
+                  "(default 20)"),
+             flag("--index", metavar="DIR", help="answer from this passage index (fournil "
+                  "index): chat completions retrieve its passages for the last user "
+                  "message and quote them verbatim, POST /v1/ask answers a question as "
+                  "fournil ask does, and / is a page to ask it from a browser"),
+             flag("--passages", type=int, default=3, metavar="N", help="with --index: "
+                  "passages shown to the model per question (default 3)"),
+             flag("--answer-prefix", default="", metavar="TEXT", help="start every answer "
+                  "grounded in sources with TEXT, as if the model wrote it: '<ref name=\"' "
+                  "makes a model not tuned on cited answers open with a verbatim quote"))),
     Verb("chat", chat_verb, "chat with the model in the terminal",
          "An interactive chat through the model's chat template; replies stream as they come. "
          "/reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops a reply.",
@@ -187,14 +223,36 @@ MODEL_VERBS = (
                 flag("--max-new-tokens", type=int,
                      help="longest reply (default: the export's generation config)"),
                 *_SAMPLING, _DEVICE)),
+    Verb("ask", ask_verb, "answer a question from the indexed corpus, citing its sources",
+         "Retrieve the passages of the run's index (fournil index) that best match the "
+         "question, let the model answer from them in the cited-RAG format it was trained on, "
+         "and print the answer with each cited source: title, author, date, license, the "
+         "quote and its place in the document. Refuses, saying so, when nothing relevant is "
+         "found or the answer cites no passage. An empty question, or one over 1000 "
+         "characters, is an error.",
+         flags=(flag("question", help="the question, in French"),
+                flag("--index", help="index folder (default <run>/index)"),
+                flag("--model", help="a fournil export or checkpoint, or any transformers chat "
+                     "model folder (default <run>/export)"),
+                flag("-k", "--k", type=int, default=3, help="passages shown to the model "
+                     "(default 3)"),
+                flag("--max-new-tokens", type=int, default=256, help="longest answer "
+                     "(default 256)"),
+                flag("--unconstrained", action="store_true", help="let quotes be anything the "
+                     "model writes (by default they are constrained to be verbatim where the "
+                     "model allows it)"),
+                flag("--json", action="store_true", help="print the answer, its sources and "
+                     "the passages as JSON"),
+                _DEVICE)),
 )
 
 
 # --- the parser -----------------------------------------------------------------------------
 
 def _add(sub: argparse._SubParsersAction, name: str, help: str, description: str,
-         flags: tuple[Flag, ...], recipe_positional: bool = False) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, description=description or help)
+         flags: tuple[Flag, ...], recipe_positional: bool = False,
+         aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=description or help, aliases=aliases)
     for f in flags:
         p.add_argument(*f.names, **f.options)
     if recipe_positional:
@@ -218,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, BAKE.name, BAKE.help, BAKE.description, BAKE.flags,
          recipe_positional=True).set_defaults(func=BAKE.func)
     for spec in STAGES:
-        _add(sub, spec.name, spec.help, spec.description, spec.flags).set_defaults(
-            func=run_stage, spec=spec)
+        _add(sub, spec.name, spec.help, spec.description, spec.flags,
+             aliases=spec.aliases).set_defaults(func=run_stage, spec=spec)
     for verb in MODEL_VERBS:
         _add(sub, verb.name, verb.help, verb.description, verb.flags).set_defaults(
             func=verb.func)

@@ -49,6 +49,14 @@ class _RecipeMethods:
         for i, name in enumerate(self.stages):
             _check(name in STAGE_NAMES, f"stages[{i}]", f"unknown stage {name!r} "
                    f"({', '.join(STAGE_NAMES)})" + _renamed(name))
+        if self.runs("base"):  # the shape and the tokenizer are the base model's
+            _check(bool(self.base.model), "base.model",
+                   "the recipe runs the base stage: name the model to start from")
+            _check(self.model == TransformerConfig(), "model",
+                   "the model's shape is the base model's; leave [model] out")
+            return
+        _check(self.pretrain.max_steps > 0, "pretrain.max_steps",
+               "must be > 0 (0, no pretraining, takes a [base] model as it is)")
         _check(self.model.vocab_size == 0, "model.vocab_size",
                "is the tokenizer's (tokenizer.vocab_size); leave it out")
         _check(self.pretrain.seq_len <= self.model.max_seq_len, "pretrain.seq_len",
@@ -109,6 +117,9 @@ def _convert(value: object, tp: object, key: str) -> object:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(value, args[0], key)
+    if tp is dict:  # a table its section validates itself (model.rope_scaling)
+        _check(isinstance(value, dict), key, f"expected a table, got {type(value).__name__}")
+        return dict(value)
     if origin is dict:
         _check(isinstance(value, dict), key, f"expected a table, got {type(value).__name__}")
         _, item_type = typing.get_args(tp)

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fournil.base.config import BaseConfig
+from fournil.correct.config import CorrectConfig
 from fournil.curate.config import CurateConfig
 from fournil.dpo.config import DPOConfig
 from fournil.eval.config import EvalConfig
+from fournil.index.config import IndexConfig
 from fournil.ingest.config import FORMATS, IngestConfig
 from fournil.pretrain.config import PretrainConfig
 from fournil.sft.config import SFTConfig
@@ -64,6 +67,7 @@ class StageSpec:
     config: type | None = None  # the recipe section `[<name>]`; None: the stage has none
     optional: bool = False  # runs only when the recipe's `stages` names it
     flags: tuple[Flag, ...] = ()
+    aliases: tuple[str, ...] = ()  # other names of its verb
 
     def entry(self):
         """The stage's `run(ctx)`, imported now."""
@@ -108,6 +112,21 @@ STAGES: tuple[StageSpec, ...] = (
             flag("--ray-address", help="Ray cluster to join (e.g. auto or host:6379); default: "
                  "start a local one"))),
     StageSpec(
+        "correct", "fournil.correct.stage", config=CorrectConfig, optional=True,
+        help="correct the OCR-flagged curated documents with a correction model",
+        description="Correct the curated documents flagged as OCR-noisy (ocr_flag) with a "
+        "model (a fournil or transformers folder, or a .gguf file through llama.cpp), piece by "
+        "piece, with copy-biased decoding and a confidence rule (docs/evaluation.md). Every "
+        "document is written: unflagged ones as they were, corrected ones with the sha256 of "
+        "their original text and the model that corrected them. Chunks are written whole, so "
+        "a killed run resumes; the manifest gives pages/hour (a page: 2,000 characters). The "
+        "stages after it (synth, tokenizer, tokens) read its documents instead of curate's.",
+        flags=(_input("curate"), _out("correct"),
+               flag("--model", help="[LABEL=][hf:]PATH: the correction model (default: "
+                    "correct.model)"),
+               flag("--stop-after", type=int, metavar="CHUNKS",
+                    help="write this many chunks and exit; the same command continues"))),
+    StageSpec(
         "synth", "fournil.synth.stage", config=SynthConfig, optional=True,
         help="synthetic samples grounded in curated documents: OCR correction, cited RAG, QA, "
         "summaries; verified, with provenance",
@@ -120,6 +139,17 @@ STAGES: tuple[StageSpec, ...] = (
                flag("--executor", choices=["local", "ray"],
                     help="where chunks run: this process (default) or Ray tasks"))),
     StageSpec(
+        "base", "fournil.base.stage", config=BaseConfig, optional=True, aliases=("import",),
+        help="take in an open model to start from (Hugging Face folder or GGUF), with its "
+        "lineage",
+        description="Import a Hugging Face model folder (Llama/SmolLM2, Mistral, Qwen2, Qwen3) "
+        "or a GGUF file (dequantised) as the run's starting model, with its own tokenizer and "
+        "chat template. Its license is gated by the recipe's policy (a non-commercial base is "
+        "refused unless curate.allowed_licenses admits it); its name, files, license and "
+        "declared training data go into the manifest and the model card.",
+        flags=(flag("--model", help="model folder, .gguf file or pkg:<package>/<file> "
+                    "(default: the recipe's base.model)"), _out("base"))),
+    StageSpec(
         "tokenizer", "fournil.tokenizer.stage", config=TokenizerConfig,
         help="train a byte-level BPE tokenizer on curated text",
         flags=(_input("curate"), _out("tokenizer"))),
@@ -127,6 +157,17 @@ STAGES: tuple[StageSpec, ...] = (
         "tokens", "fournil.tokens.stage", config=TokensConfig,
         help="pack curated documents into train/val token shards",
         flags=(_input("curate"), _input("tokenizer", "tokenizer"), _out("tokens"))),
+    StageSpec(
+        "index", "fournil.index.stage", config=IndexConfig, optional=True,
+        help="cut curated documents into passages with their provenance and index them for "
+        "fournil ask",
+        description="Cut the run's documents (curated, or corrected when the recipe runs "
+        "correct) into passages of whole paragraphs (each an exact slice of its document, "
+        "with its id, title, author, date, source, license and URL) and build a French BM25 "
+        "index over their titles and texts (elision, stemming, accents folded). The index is "
+        "checked on load (format version, analyzer, sha256 of every file); `fournil ask` "
+        "answers from it.",
+        flags=(_input("curate"), _out("index"))),
     StageSpec(
         "pretrain", "fournil.pretrain.stage", config=PretrainConfig,
         help="train the model on token shards (resumable)",
@@ -230,6 +271,14 @@ class StageContext:
 
     def out(self, stage: str) -> Path:
         return self.folder(stage, "out")
+
+    def documents(self) -> Path:
+        """The run's documents, for the stages that read them: the verb's --input, else
+        correct/ when the recipe runs the correct stage, else curate/."""
+        given = self.options.get("input")
+        if given:
+            return Path(given)
+        return self.layout.path("correct" if self.recipe.runs("correct") else "curate")
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,10 @@ def test_icdar_reader_reads_folders_and_names_bad_files(tmp_path):
     _icdar(tmp_path / "b.txt")
     (tmp_path / "sub").mkdir()
     _icdar(tmp_path / "sub" / "a.txt", "Le cbat", "Le chat")
-    assert [p.id for p in ocr.read_icdar(tmp_path)] == ["b:0", "b:1", "a:0"]  # sorted paths
+    # sorted paths; ids keep the folder (ICDAR's two subsets both have a 1.txt), and a
+    # piece's subset is its file's folder
+    pairs = ocr.read_icdar(tmp_path)
+    assert [(p.id, p.subset) for p in pairs] == [("b:0", ""), ("b:1", ""), ("sub/a:0", "sub")]
     broken = _icdar(tmp_path / "broken.txt", "Le cbat", "Le chat.")
     with pytest.raises(ValueError, match=r"broken\.txt: the aligned lines differ in length"):
         ocr.read_icdar(broken)

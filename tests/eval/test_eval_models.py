@@ -283,7 +283,9 @@ def test_every_task_on_two_engines_then_the_report(folders, run_dir, tmp_path):
 
     report = write_report(results, tmp_path / "report")
     text = report.read_text()
-    assert text.count(f"| {folders['ckpt']} |") == 3  # table, bpb by source, by language
+    # the table, bpb by source, by language, and the OCR correction row
+    assert text.count(f"| {folders['ckpt']} |") == 4
+    assert "## OCR correction" in text
     lines = (tmp_path / "report" / "items" / "hf" / "ocr.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["ocr-0", "ocr-1"]
 

@@ -14,8 +14,8 @@ import pytest
 from fournil.stages import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-VERBS = ["bake", "ingest", "curate", "synth", "tokenizer", "tokens", "pretrain", "eval", "sft",
-         "dpo", "report", "export", "generate", "serve", "chat"]
+VERBS = ["bake", "ingest", "curate", "correct", "synth", "base", "tokenizer", "tokens", "index",
+         "pretrain", "eval", "sft", "dpo", "report", "export", "generate", "serve", "chat", "ask"]
 
 
 def fournil(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -27,6 +27,15 @@ MANIFEST = "manifest.json"
 log = logging.getLogger("fournil")
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, as `sha256sum` prints it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def hash_files(paths: list[Path], root: Path | None = None) -> str:
     """sha256 over (relative name, content) of each file, in sorted order."""
     h = hashlib.sha256()
@@ -202,3 +211,7 @@ class Context(Protocol):
 
     def out(self, stage: str) -> Path:
         """Where this stage writes: `--out`, else `<run>/<stage>`."""
+
+    def documents(self) -> Path:
+        """The run's documents (the verb's --input, else correct/ when the recipe runs the
+        correct stage, else curate/): what the stages after them read."""

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from fournil.core.device import autocast_for, pick_device
 from fournil.core.stage import Context, Manifest
 from fournil.dpo.config import DPOConfig
-from fournil.formats.chatml import ChatEncoder
+from fournil.formats.chat_template import chat_encoder
 from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import (
@@ -208,8 +208,8 @@ def run_dpo(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: DPOC
     device = pick_device(cfg.device)
     autocast = autocast_for(device, cfg.dtype)
 
-    encoder = ChatEncoder(load_tokenizer(base_dir))
-    pad = encoder.bos
+    encoder = chat_encoder(load_tokenizer(base_dir), base_dir)
+    pad = encoder.pad_id
     pairs, rejected = read_pairs(data)
     read = len(pairs) + len(rejected)
     kept, encoded = [], []

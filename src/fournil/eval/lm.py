@@ -1,5 +1,6 @@
-"""One interface over every model `fournil eval` scores: our Transformer (a checkpoint or an
-export) and any Hugging Face causal LM folder.
+"""One interface over every model `fournil eval` scores (`fournil.eval.language_model`): our
+Transformer (a checkpoint or an export, here), any Hugging Face causal LM folder
+(`fournil.eval.hf_lm`) and a GGUF file through llama.cpp (`fournil.eval.gguf_lm`).
 
 A task needs three things from a model, and only these: the log-probability of each token of
 a text (bits-per-byte), of a continuation given a context (multiple choice), and a greedy
@@ -19,7 +20,6 @@ Conventions, as in lm-evaluation-harness so numbers compare:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,119 +27,27 @@ from pathlib import Path
 import torch
 
 from fournil.core.device import pick_device
-from fournil.formats.chatml import ChatEncoder
+from fournil.eval.gguf_lm import LlamaCppLM
+from fournil.eval.hf_lm import HFLM
+from fournil.eval.language_model import (
+    Continuation,
+    LanguageModel,
+    PromptTooLong,
+    split_trailing_space,
+)
+from fournil.formats.chat_template import chat_encoder
+from fournil.model.copy_decoding import Scorer, TransformerScorer
 from fournil.model.generate import generate, load_for_generation, stop_token_ids
 from fournil.model.hf import is_fournil_model
 
-
-class PromptTooLong(ValueError):
-    """A chat longer than the model's context: the item is rejected, the run goes on."""
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """The score of a continuation given its context."""
-
-    logprob: float  # sum of the continuation tokens' log-probabilities (nats)
-    greedy: bool  # every continuation token is the model's most likely one
-    tokens: int
-
-
-def split_trailing_space(context: str, continuation: str) -> tuple[str, str]:
-    """Trailing spaces of the context move to the start of the continuation."""
-    stripped = context.rstrip(" ")
-    return stripped, context[len(stripped):] + continuation
-
-
-class LanguageModel(ABC):
-    name: str
-    max_len: int  # the context window, in tokens
-    bos: int | None  # prepended to every text the model reads, when its tokenizer does so
-    prefix_id: int  # what an empty context is: the BOS token, else the end-of-text one
-    device: torch.device
-
-    @abstractmethod
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without BOS or any special token added."""
-
-    @abstractmethod
-    def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [B, T, vocab] (float32) for token ids [B, T]."""
-
-    @abstractmethod
-    def chat(self, messages: Sequence[dict], max_new_tokens: int) -> str:
-        """The greedy answer to a chat, stopped at the end of the turn (or of the text), as
-        text without special tokens. Raises PromptTooLong when the chat fills the context."""
-
-    def with_bos(self, ids: list[int]) -> list[int]:
-        return [self.bos, *ids] if self.bos is not None else list(ids)
-
-    @torch.inference_mode()
-    def token_logprobs(self, sequences: Sequence[list[int]], batch_tokens: int = 4096
-                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For each sequence of at most max_len + 1 ids: the log-probability of each token
-        after the first given those before it, and whether it was the most likely one (two
-        tensors of len - 1). Sequences are batched longest first, up to `batch_tokens`
-        tokens a batch, padded on the right (causal attention: padding after a position
-        cannot change its logits)."""
-        for i, seq in enumerate(sequences):
-            if not 2 <= len(seq) <= self.max_len + 1:
-                raise ValueError(f"sequence {i}: {len(seq)} tokens, expected 2 to "
-                                 f"{self.max_len + 1} (the context is {self.max_len})")
-        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-        out: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(sequences)  # type: ignore
-        start = 0
-        while start < len(order):
-            width = len(sequences[order[start]]) - 1
-            rows = max(1, batch_tokens // width)
-            batch = order[start:start + rows]
-            start += len(batch)
-            x = torch.zeros(len(batch), width, dtype=torch.long)
-            y = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, i in enumerate(batch):
-                seq = torch.tensor(sequences[i])
-                x[row, :len(seq) - 1], y[row, :len(seq) - 1] = seq[:-1], seq[1:]
-            logits = self.logits(x.to(self.device)).float()
-            y = y.to(self.device)
-            picked = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-            logprobs = picked - logits.logsumexp(-1)
-            greedy = logits.argmax(-1) == y
-            for row, i in enumerate(batch):
-                n = len(sequences[i]) - 1
-                out[i] = (logprobs[row, :n].cpu(), greedy[row, :n].cpu())
-        return out
-
-    def continuation_ids(self, context: str, continuation: str) -> tuple[list[int], int]:
-        """The ids to score (context then continuation, left-truncated to the window) and how
-        many of them, at the end, are the continuation."""
-        context, continuation = split_trailing_space(context, continuation)
-        if context:
-            whole = self.with_bos(self.encode(context + continuation))
-            n_context = len(self.with_bos(self.encode(context)))
-            cont = whole[n_context:]
-            ids = whole
-        else:
-            cont = self.encode(continuation)
-            ids = [self.prefix_id, *cont]
-        if not cont:
-            raise ValueError(f"empty continuation {continuation!r}: nothing to score")
-        return ids[-(self.max_len + 1):], len(cont)
-
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_tokens: int = 4096
-                      ) -> list[Continuation]:
-        """The score of each (context, continuation)."""
-        encoded = [self.continuation_ids(c, x) for c, x in requests]
-        scores = self.token_logprobs([ids for ids, _ in encoded], batch_tokens)
-        result = []
-        for (ids, n), (logprobs, greedy) in zip(encoded, scores, strict=True):
-            n = min(n, len(ids) - 1)  # a continuation longer than the window is cut too
-            result.append(Continuation(float(logprobs[-n:].sum()), bool(greedy[-n:].all()), n))
-        return result
+__all__ = ["HFLM", "Continuation", "FournilLM", "LanguageModel", "LlamaCppLM", "ModelSpec",
+           "PromptTooLong", "load_lm", "split_trailing_space"]
 
 
 class FournilLM(LanguageModel):
-    """Our Transformer, from a checkpoint or an export folder: chats are encoded with
-    `ChatEncoder` and answered with the KV-cache generation of `fournil.model.generate`."""
+    """Our Transformer, from a checkpoint or an export folder: chats are encoded in the model's
+    chat format (`chat_encoder`) and answered with the KV-cache generation of
+    `fournil.model.generate`."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu",
                  name: str | None = None) -> None:
@@ -150,9 +58,15 @@ class FournilLM(LanguageModel):
         self.model, self.tokenizer = load_for_generation(self.path, self.device)
         self.model.float()  # scores in float32 whatever the stored dtype
         self.max_len = self.model.config.max_seq_len
-        self.encoder = ChatEncoder(self.tokenizer)
-        self.bos = self.prefix_id = self.encoder.bos
+        self.encoder = chat_encoder(self.tokenizer, self.path)
+        # the BOS its tokenizer puts in front of text (fournil's), none for a base that has none
+        with_specials = self.tokenizer.encode("a").ids
+        plain = self.tokenizer.encode("a", add_special_tokens=False).ids
+        self.bos = with_specials[0] if len(with_specials) > len(plain) else None
+        self.prefix_id = self.bos if self.bos is not None else self.encoder.pad_id
         self.stop_ids = stop_token_ids(self.tokenizer)
+        im_end = self.tokenizer.token_to_id("<|im_end|>")
+        self.end_id = im_end if im_end in self.stop_ids else self.stop_ids[0]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -170,74 +84,20 @@ class FournilLM(LanguageModel):
                        temperature=0.0, stop_ids=self.stop_ids)
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
-
-class HFLM(LanguageModel):
-    """Any causal LM folder `transformers` loads: chats go through the tokenizer's own chat
-    template and `model.generate` (greedy)."""
-
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu",
-                 name: str | None = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-        self.path = Path(path)
-        self.name = name or str(path)
-        self.device = pick_device(str(device))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
-        self.model.to(self.device).eval()
-        config = self.model.config
-        self.max_len = (getattr(config, "max_position_embeddings", None)
-                        or self.tokenizer.model_max_length)
-        tok = self.tokenizer
-        # The BOS when the tokenizer puts one in front of text (as the model was trained)
-        probe = tok("a").input_ids
-        self.bos = tok.bos_token_id if probe and probe[0] == tok.bos_token_id else None
-        eos = tok.eos_token_id
-        # as lm-evaluation-harness: the BOS token even when the tokenizer does not add it
-        self.prefix_id = tok.bos_token_id if tok.bos_token_id is not None else eos
-        if self.prefix_id is None:
-            raise ValueError(f"{path}: the tokenizer has neither a BOS nor an EOS token")
-        stops = set()
-        for ids in (self.model.generation_config.eos_token_id, eos,
-                    tok.convert_tokens_to_ids("<|im_end|>")):
-            stops |= set(ids if isinstance(ids, list) else [ids])
-        self.stop_ids = sorted(i for i in stops if i is not None and i != tok.unk_token_id)
-        # Greedy, replacing the folder's sampling defaults (transformers merges the two and
-        # warns about sampling flags on a greedy call otherwise).
-        self.model.generation_config = GenerationConfig(
-            do_sample=False, eos_token_id=self.stop_ids,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else self.prefix_id)
-
-    def encode(self, text: str) -> list[int]:
-        # verbose=False: a held-out document longer than the context is expected (it is read
-        # in windows), not the mistake transformers warns about
-        return self.tokenizer(text, add_special_tokens=False, verbose=False).input_ids
-
-    def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model(ids).logits.float()
-
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=True)
-        ids = self.encode(text)
-        return ids if ids[:1] == [self.bos] else self.with_bos(ids)
+        return self.encoder.encode(messages)
 
-    @torch.inference_mode()
-    def chat(self, messages: Sequence[dict], max_new_tokens: int) -> str:
-        ids = self.chat_ids(messages)
-        if len(ids) >= self.max_len:
-            raise PromptTooLong(f"a chat of {len(ids)} tokens leaves no room to answer in "
-                                f"{self.max_len}")
-        x = torch.tensor([ids], device=self.device)
-        out = self.model.generate(x, attention_mask=torch.ones_like(x),
-                                  max_new_tokens=min(max_new_tokens, self.max_len - len(ids)))
-        return self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
+
+    def new_scorer(self) -> Scorer:
+        return TransformerScorer(self.model)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """`[LABEL=][hf:]PATH` on the command line: hf: runs a fournil folder through
-    transformers instead of our Transformer."""
+    transformers instead of our Transformer; a PATH ending in .gguf runs in llama.cpp."""
 
     label: str
     path: Path
@@ -259,11 +119,14 @@ class ModelSpec:
 
 def load_lm(spec: str | Path | ModelSpec, device: str | torch.device = "cpu") -> LanguageModel:
     """The adapter for a model folder: ours for fournil checkpoints and exports, transformers
-    for anything else (or when the spec says `hf:`). A Path is a folder, never parsed."""
+    for anything else (or when the spec says `hf:`); llama.cpp for a .gguf file. A Path is a
+    folder or a file, never parsed."""
     if isinstance(spec, Path):
         spec = ModelSpec(str(spec), spec, "auto")
     elif not isinstance(spec, ModelSpec):
         spec = ModelSpec.parse(spec)
+    if spec.path.suffix == ".gguf":
+        return LlamaCppLM(spec.path, name=spec.label)
     if not (spec.path / "config.json").is_file():
         raise FileNotFoundError(f"{spec.path}: no config.json (not a model folder)")
     engine = spec.engine

@@ -26,12 +26,16 @@ HEADLINES = {
     "bpb": [("bpb", "bpb", True)],
     "mc": [("acc", "acc", False), ("acc_norm", "acc_norm", False)],
     "ocr": [("cer_before", "CER before", True), ("cer_after", "CER after", True),
-            ("wer_after", "WER after", True)],
+            ("wer_after", "WER after", True), ("worse", "worse", True)],
     "rag": [("all_verbatim", "verbatim", False), ("with_quote", "quoted", False),
             ("precision", "precision", False), ("recall", "recall", False),
             ("refusal", "refusal", False)],
     "copy": [("loss_first", "1st read loss", True), ("loss_second", "2nd read loss", True),
              ("accuracy_second", "2nd read acc", False)],
+    "ask": [("recall@3", "R@3", False), ("mrr", "MRR", False), ("verbatim", "verbatim", False),
+            ("verbatim_constrained", "verbatim constrained", False),
+            ("citation_precision", "cite P", False), ("citation_recall", "cite R", False),
+            ("correct", "correct", False), ("refusal", "refusal", False)],
 }
 
 
@@ -192,6 +196,27 @@ def _nan_to_null(obj: object) -> object:
     return obj
 
 
+def _ocr_subsets(results: Sequence[dict]) -> list[str]:
+    """OCR correction per subset (ICDAR: monographs, periodicals): rates before and after,
+    the shares of pieces made worse and better, and the time spent answering."""
+    rows = []
+    for r in results:
+        for name, s in r["tasks"].items():
+            if s["kind"] != "ocr":
+                continue
+            for subset, t in [*s.get("by_subset", {}).items(), ("all", s)]:
+                rows.append(f"| {r['model']} | {name} | {subset} | {t.get('n', '–')} | "
+                            + " | ".join(_fmt(t.get(k, float("nan"))) for k in (
+                                "cer_before", "cer_after", "wer_before", "wer_after", "worse",
+                                "better"))
+                            + f" | {_fmt(s.get('generation_seconds', float('nan')))} |")
+    if not rows:
+        return []
+    return ["", "## OCR correction", "",
+            "| model | task | subset | pieces | CER before | CER after | WER before | "
+            "WER after | worse | better | answering s (all) |", "|" + "---|" * 11, *rows]
+
+
 COPIES = 0.5  # second-read accuracy above which a model copies from its context
 
 
@@ -259,6 +284,7 @@ def write_report(results: Sequence[dict], out_dir: str | Path) -> Path:
         if table:
             md += ["", f"## Held-out bits per byte {title}", "", table]
     md += _copying_notes(results)
+    md += _ocr_subsets(results)
     rejected = [(r["model"], name, len(s["rejected"])) for r in results
                 for name, s in r["tasks"].items() if s.get("rejected")]
     if rejected:

@@ -70,8 +70,11 @@ def compare(ctx: Context) -> None:
     if not tasks:
         raise RecipeError(f"{run_dir}: nothing to evaluate on (no tokens/curate stages, no "
                           "synth eval samples); pass --task, e.g. --task mc:items.jsonl")
+    report = ctx.option("report")
+    # with a report folder, long tasks (OCR) record their answers there and resume from them
     settings = settings_for(recipe.eval, run_dir, recipe.pretrain.seq_len,
-                            ctx.option("max_items"))
+                            ctx.option("max_items"),
+                            journal_dir=Path(report) / "journal" if report else None)
     results = evaluate(models, tasks, settings, device=recipe.pretrain.device)
     print(format_table(results))
     if ctx.option("report"):

@@ -13,6 +13,23 @@ A task is named on the command line (`fournil eval --task ...`) or in the recipe
     copy[:PATH]  in-context copying (`fournil.eval.copying`): shuffled word runs read twice,
                  from the run's held-out documents or from a text file (blank lines between
                  passages)
+    ask[:PATH]   questions to the run's passage index (`fournil.eval.ask`): retrieval and
+                 cited answers, from a JSONL file of questions with gold passages
+                 (tests/data/ask-fr.jsonl) or from synth samples (without PATH, the run's);
+                 needs the run's index stage
+
+Options follow the path as a query string. OCR takes (`fournil.eval.ocr.OPTIONS`):
+
+    shots=K          K synthetic examples in the prompt (the first K OCR samples of split
+                     "train" of shots_from=PATH, else of the run's synth stage)
+    copy             copy-biased decoding with the defaults of `fournil.eval.corrector`
+    margin=M         copy bias of M nats (`fournil.model.copy_decoding`; 0 is greedy, inf a copy)
+    span=N           a departure from the input rewrites at most N words
+    max_change=C     the confidence rule: keep the input where the answer changes more than C
+                     of its characters (none: off)
+
+e.g. `ocr:data/icdar?shots=3`, `ocr:data/icdar?copy&max_change=none`. With `--report DIR`,
+OCR answers are recorded in DIR/journal/ as they come, and a pass started again resumes.
 
 Each task's data is read once and every model sees the same items: the first `max_items`
 in file order (synth samples of split "eval" only, so no model is scored on a sample whose
@@ -21,8 +38,10 @@ seed document it may have been tuned on).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,11 +51,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from fournil.eval import copying, multiple_choice, ocr, rag
+from fournil.eval import ask, copying, multiple_choice, ocr, rag
 from fournil.eval.bpb import document_bits_per_byte, held_out_documents
 from fournil.eval.config import EVAL_TASK_KINDS as KINDS
 from fournil.eval.config import EvalConfig
+from fournil.eval.corrector import Corrector
+from fournil.eval.journal import Journal
 from fournil.eval.lm import ModelSpec, load_lm
+from fournil.index.store import open_index
 
 log = logging.getLogger("fournil")
 
@@ -45,14 +67,28 @@ log = logging.getLogger("fournil")
 class Task:
     kind: str
     path: Path | None = None
+    options: tuple[tuple[str, str], ...] = ()  # `?key=value&flag` after the path
 
     @property
     def name(self) -> str:
         """The task's column in the report: bpb, ocr, rag, or kind:<file stem> for a file
-        that is not synth samples."""
-        if self.path is None or (self.kind in ("ocr", "rag") and _is_synth(self.path)):
-            return self.kind
-        return f"{self.kind}:{self.path.stem}"
+        that is not synth samples; then its options, as given."""
+        if self.path is None or (self.kind in ("ocr", "rag", "ask") and _is_synth(self.path)):
+            name = self.kind
+        else:
+            name = f"{self.kind}:{self.path.stem}"
+        if self.options:
+            name += "?" + "&".join(  # a few-shot source by its folder's name only
+                k if not v else f"{k}={Path(v).name if k == 'shots_from' else v}"
+                for k, v in self.options)
+        return name
+
+    @property
+    def option(self) -> dict[str, str]:
+        return dict(self.options)
+
+
+TASK_OPTIONS = {"ocr": ocr.OPTIONS}  # the options each kind takes
 
 
 @dataclass
@@ -63,6 +99,8 @@ class EvalSettings:
     max_items: int = 200
     max_new_tokens: int = 256
     batch_tokens: int = 4096
+    ocr_batch: int = 16  # OCR pieces answered together (and journaled together)
+    journal_dir: Path | None = None  # where long tasks record their answers to resume
 
     @cached_property
     def held_out(self) -> list[dict]:
@@ -73,16 +111,30 @@ class EvalSettings:
 
 
 def parse_task(spec: str, resolve: Callable[[str], Path] = Path) -> Task:
-    """`bpb`, `mc:PATH`, `ocr[:PATH]`, `rag[:PATH]`, `copy[:PATH]`; `resolve` makes PATH absolute (a
-    recipe's paths are relative to the recipe file)."""
-    kind, _, path = spec.partition(":")
+    """`bpb`, `mc:PATH`, `ocr[:PATH]`, `rag[:PATH]`, `copy[:PATH]`, then options as a query
+    string (`ocr:PATH?shots=3&copy`, the kind's TASK_OPTIONS); `resolve` makes PATHs
+    absolute (a recipe's paths are relative to the recipe file)."""
+    spec_, _, query = spec.partition("?")
+    kind, _, path = spec_.partition(":")
     if kind not in KINDS:
         raise ValueError(f"task {spec!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if kind == "bpb" and path:
         raise ValueError(f"task {spec!r}: bpb takes no path (it reads the run's stages)")
     if kind == "mc" and not path:
         raise ValueError(f"task {spec!r}: mc needs a JSONL file, e.g. mc:data/arc-fr.jsonl")
-    return Task(kind, resolve(path) if path else None)
+    options = tuple(tuple(o.partition("=")[::2]) for o in query.split("&") if o)
+    known = TASK_OPTIONS.get(kind, ())
+    for key, _ in options:
+        if key not in known:
+            raise ValueError(f"task {spec!r}: unknown option {key!r} (known for {kind}: "
+                             f"{', '.join(known) or 'none'})")
+    options = tuple((k, str(resolve(v)) if k == "shots_from" else v) for k, v in options)
+    if kind == "ocr":
+        try:
+            ocr.correction_from_options(dict(options))
+        except ValueError as e:
+            raise ValueError(f"task {spec!r}: {e}") from None
+    return Task(kind, resolve(path) if path else None, options)
 
 
 def _is_synth(path: Path) -> bool:
@@ -157,12 +209,13 @@ def select_tasks(config: EvalConfig, run_dir: Path, requested: Sequence[str] = (
 
 
 def settings_for(config: EvalConfig, run_dir: Path, seq_len: int,
-                 max_items: int | None = None) -> EvalSettings:
+                 max_items: int | None = None, journal_dir: Path | None = None
+                 ) -> EvalSettings:
     """The settings of an evaluation of `run_dir`'s models from the recipe's `[eval]`."""
     return EvalSettings(run_dir=run_dir, seq_len=seq_len,
                         bpb_bytes_per_source=config.bpb_bytes_per_source,
                         max_items=max_items or config.max_items,
-                        max_new_tokens=config.max_new_tokens)
+                        max_new_tokens=config.max_new_tokens, journal_dir=journal_dir)
 
 
 def load_data(task: Task, settings: EvalSettings) -> list:
@@ -181,6 +234,10 @@ def load_data(task: Task, settings: EvalSettings) -> list:
     if task.kind == "mc":
         return multiple_choice.read_items(task.path)[:n]
     path = task.path or _stage(settings, "synth")
+    if task.kind == "ask":
+        if _is_synth(path):
+            return ask.questions_from_samples(read_synth_samples(path, "rag"))[:n]
+        return ask.read_questions(path)[:n]
     if task.kind == "ocr":
         if _is_synth(path):
             return ocr.pairs_from_samples(read_synth_samples(path, "ocr"))[:n]
@@ -196,10 +253,57 @@ def score_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
         return multiple_choice.score_multiple_choice(lm, data,
                                                      batch_tokens=settings.batch_tokens)
     if task.kind == "ocr":
-        return ocr.evaluate_ocr(lm, data, settings.max_new_tokens)
+        corrector = ocr_corrector(lm, task, settings)
+        return ocr.evaluate_ocr(corrector, data, ocr_journal(lm, task, corrector, settings),
+                                settings.ocr_batch)
     if task.kind == "copy":
         return copying.evaluate_copying(lm, data, settings.batch_tokens)
+    if task.kind == "ask":
+        return ask.evaluate_ask(ask.QuotingLM(lm), open_index(_stage(settings, "index")), data,
+                                max_new_tokens=settings.max_new_tokens)
     return rag.evaluate_rag(lm, data, settings.max_new_tokens)
+
+
+def ocr_corrector(lm, task: Task, settings: EvalSettings) -> Corrector:
+    """The task's `Correction`, with its few-shot examples: the first `shots` OCR samples of
+    split "train" of synthetic pairs (`shots_from`, else the run's synth stage), never of the
+    evaluated data."""
+    correction = ocr.correction_from_options(task.option)
+    examples = []
+    if correction.shots:
+        source = task.option.get("shots_from")
+        rows = read_synth_samples(Path(source) if source else _stage(settings, "synth"), "ocr",
+                                  split="train")
+        examples = [(p.noisy, p.clean) for p in ocr.pairs_from_samples(rows)]
+    return Corrector(lm, correction, examples, settings.max_new_tokens)
+
+
+def _fingerprint(path: Path) -> list:
+    """Names, sizes and times of a model's files: cheap, and changes when they do."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def ocr_journal(lm, task: Task, corrector: Corrector, settings: EvalSettings
+                ) -> Journal | None:
+    """Where the answers of `lm` on `task` are recorded (under settings.journal_dir), keyed
+    by what changes them: the model's files, the data, the prompt and the decoding. The
+    confidence rule is applied after, so tasks that differ by it share a journal."""
+    if settings.journal_dir is None:
+        return None
+    key = {"model": str(getattr(lm, "path", lm.name)),
+           "files": _fingerprint(Path(getattr(lm, "path", lm.name))),
+           "data": str(task.path), "examples": corrector.examples,
+           "decoding": corrector.correction.decoding_key(),
+           "max_new_tokens": corrector.max_new_tokens}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    stem = task.path.stem if task.path is not None else "synth"
+    return Journal(settings.journal_dir / _slug(lm.name) / f"ocr-{stem}-{digest[:12]}.jsonl",
+                   key)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
 def evaluate(models: Sequence[str | ModelSpec], tasks: Sequence[Task],

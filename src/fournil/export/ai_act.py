@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import TypedDict
 
+from fournil.base.stage import BaseManifest
 from fournil.curate.stage import CurateManifest
 from fournil.dpo.stage import DPOManifest
 from fournil.eval.stage import EvalManifest
 from fournil.ingest.stage import IngestManifest
 from fournil.pretrain.stage import PretrainManifest
 from fournil.provenance.licenses import DEFAULT_ALLOWED
+from fournil.provenance.lineage import BaseLineage
 from fournil.report.stage import ReportManifest
 from fournil.sft.stage import SFTManifest
 from fournil.synth.stage import SynthManifest
@@ -37,6 +39,7 @@ class _CoreManifests(TypedDict):
 class RunManifests(_CoreManifests, total=False):
     """The manifests of the stages a run ran, by stage name: the core ones always."""
 
+    base: BaseManifest
     synth: SynthManifest
     sft: SFTManifest
     dpo: DPOManifest
@@ -139,6 +142,20 @@ def _reason_group(reason: str) -> str:
         family, "other")
 
 
+def _dependencies(base: BaseLineage | None, teacher: str | None) -> str:
+    """The models this one was made from: an open base it was fine-tuned from, a teacher."""
+    parts = []
+    if base:
+        data = ("; ".join(base["training_data"]) if base["training_data"]
+                else "not declared")
+        parts.append(f"fine-tuned from the open model `{base['name']}` ({base['license']}); "
+                     f"its training data, as its authors declare it: {data} (see \"Base "
+                     "model\")")
+    if teacher:
+        parts.append(f"knowledge distillation from `{teacher}`")
+    return "; ".join(parts) or "none: trained from scratch (random initialisation)"
+
+
 def public_summary(name: str, manifests: RunManifests, languages: list[str]) -> str:
     ingest, curate = manifests["ingest"], manifests["curate"]
     train = manifests["tokens"]["counts"]["train"]
@@ -146,6 +163,7 @@ def public_summary(name: str, manifests: RunManifests, languages: list[str]) -> 
     pretrain = manifests["pretrain"]
     total = train["tokens"]
     teacher = pretrain["training"]["teacher"]
+    base = manifests["base"]["lineage"] if "base" in manifests else None
     size_range = ("less than 1 billion tokens" if total < 10**9 else
                   "1 billion to 10 trillion tokens" if total <= 10 * 10**12 else
                   "more than 10 trillion tokens")
@@ -165,8 +183,7 @@ def public_summary(name: str, manifests: RunManifests, languages: list[str]) -> 
         "",
         "#### 1.2 Model identification",
         f"- Versioned model name: `{name}`",
-        "- Model dependencies: " + (f"knowledge distillation from `{teacher}`" if teacher else
-                                    "none: trained from scratch (random initialisation)"),
+        f"- Model dependencies: {_dependencies(base, teacher)}",
         f"- Date of placement on the Union market: {TO_FILL}",
         "",
         "#### 1.3 Modalities, overall training data size and other characteristics",

@@ -20,6 +20,7 @@ from fournil.export.ai_act import (
     table,
 )
 from fournil.pretrain.stage import TrainingSummary
+from fournil.provenance.lineage import BaseLineage
 
 
 def _training_recipe(t: TrainingSummary) -> str:
@@ -118,9 +119,31 @@ def _synthetic_section(manifests: RunManifests) -> str:
     return "\n\n".join([head, table(("source", "documents", "tokens", "share"), rows), gen])
 
 
+def _base_section(lineage: BaseLineage) -> str:
+    """The open model this one was made from: an input like a document source."""
+    rows = [("name", lineage["name"]), ("license", f"{lineage['license']} (declared: "
+                                                    f"{lineage['license_raw'] or '-'})"),
+            ("architecture", f"{lineage['architecture']} ({lineage['family']} family), "
+                             f"{lineage['parameters']:,} parameters"),
+            ("taken from", f"`{lineage['source']}`"
+             + (f", {lineage['quantization']} weights dequantised to float32"
+                if lineage["quantization"] else "")),
+            *((f"file `{f['name']}`", f"{f['bytes']:,} bytes, sha256 `{f['sha256']}`")
+              for f in lineage["files"])]
+    data = ("\n".join(f"- {d}" for d in lineage["training_data"]) if lineage["training_data"]
+            else "- not declared")
+    return "\n\n".join([
+        table(("", ""), rows),
+        f"Its training data, as its authors declare it ({lineage['training_data_declared_in']}; "
+        "fournil cannot verify it):", data])
+
+
 def _intended_use(model_config: dict, n_params: int, manifests: RunManifests) -> str:
     train_tokens = manifests["tokens"]["counts"]["train"]["tokens"]
     post_trained = any(k in manifests for k in ("sft", "posttrain", "dpo"))
+    base = manifests["base"]["lineage"] if "base" in manifests else None
+    origin = (f"fine-tuned from `{base['name']}`, with {train_tokens:,} tokens of its own "
+              "corpus" if base else f"trained on {train_tokens:,} tokens")
     return "\n\n".join([
         "**Intended use**: research and teaching on small language models and on training-data "
         "provenance; a base model to fine-tune or distil for narrow text tasks in the "
@@ -129,7 +152,7 @@ def _intended_use(model_config: dict, n_params: int, manifests: RunManifests) ->
         "**Out of scope**: stating facts or giving advice (medical, legal, financial), "
         "decisions about people, safety-critical uses, and passing its text off as written by "
         "a person.",
-        f"**Limits**: {n_params:,} parameters trained on {train_tokens:,} tokens: it continues "
+        f"**Limits**: {n_params:,} parameters {origin}: it continues "
         "text in the style of its training data (the sources below, with their period and "
         "register) and states no reliable facts. "
         + ("It was not instruction- or safety-tuned (no post-training stage ran): in a chat "
@@ -149,20 +172,24 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: R
     train = tokens["train"]
     licenses = sorted(train["by_license"])
     open_only = all(lic in OPEN_LICENSES for lic in licenses)
+    base = manifests["base"]["lineage"] if "base" in manifests else None
     front = "\n".join([
         "---", "library_name: transformers", "pipeline_tag: text-generation",
         "language:", *[f"- {lang}" for lang in languages],
         "license: other",
-        "tags:", "- fournil", "- qwen3", "- small-language-model",
+        *([f"base_model: {base['name']}"] if base else []),
+        "tags:", "- fournil", f"- {model_config.get('family', 'qwen3')}", "- small-language-model",
         "---",
     ])
     mc = model_config
     arch = table(("", ""), [
-        ("architecture", "Qwen3ForCausalLM (decoder-only, RMSNorm, RoPE, SwiGLU, GQA, QK-norm)"),
+        ("architecture", f"{base['architecture']} (decoder-only; the base model's)" if base
+         else "Qwen3ForCausalLM (decoder-only, RMSNorm, RoPE, SwiGLU, GQA, QK-norm)"),
         ("parameters", f"{n_params:,}"),
         ("layers / hidden / heads (kv)",
          f"{mc['num_layers']} / {mc['hidden_size']} / {mc['num_heads']} ({mc['num_kv_heads']})"),
-        ("vocabulary", f"{mc['vocab_size']:,} (byte-level BPE trained on the corpus)"),
+        ("vocabulary", f"{mc['vocab_size']:,} (" + ("the base model's tokenizer" if base else
+                                                    "byte-level BPE trained on the corpus") + ")"),
         ("context length", f"{mc['max_seq_len']:,} tokens"),
         ("tied embeddings", mc["tie_embeddings"]),
     ])
@@ -187,6 +214,7 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: R
         + f". Every training token is accounted for below, by source and by license "
         f"({', '.join(licenses)}).",
         "## Model", arch,
+        *(["## Base model", _base_section(base)] if base else []),
         "## Intended use and limits", _intended_use(model_config, n_params, manifests),
         "## Training data",
         f"{ingest['read']:,} documents read, {curate['kept']:,} kept after curation "
@@ -201,9 +229,12 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: R
         "### Rejected during curation", rejected,
         "### Synthetic data", _synthetic_section(manifests),
         "## Training",
-        f"{pt['steps']:,} steps, {pt['tokens_seen']:,} tokens seen "
-        f"({pt['tokens_seen'] / max(train['tokens'], 1):.2f} epochs), on {pretrain['device']}; "
-        + _training_recipe(pretrain["training"]),
+        ("No pretraining: the base model as it is, before any post-training below."
+         if pt["steps"] == 0 else
+         ("Continued pretraining of the base model: " if base else "")
+         + f"{pt['steps']:,} steps, {pt['tokens_seen']:,} tokens seen "
+         f"({pt['tokens_seen'] / max(train['tokens'], 1):.2f} epochs), on {pretrain['device']}; "
+         + _training_recipe(pretrain["training"])),
         *[x for x in [_seen_section(manifests)] if x],
         *(["## Post-training", post] if post else []),
         "## Evaluation",

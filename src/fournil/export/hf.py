@@ -6,14 +6,12 @@ and the model card as README.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
+from fournil.model.folder import write_hf_folder
 from fournil.model.transformer import Transformer
 
 DOCUMENT_TOKEN = "<|endoftext|>"  # document boundary: bos, eos and pad
@@ -67,14 +65,11 @@ def generation_config(ids: dict[str, int | None], generation: dict | None) -> di
     return config
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def export_hf(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Path,
               model_card: str, generation: dict | None = None,
               dtype: str | torch.dtype = "float32") -> Path:
-    """Writes the HF folder `out_dir` and returns it. Built in `<out_dir>.partial` and renamed
+    """Writes the HF folder `out_dir` (the model's family: Qwen3 for fournil's own, the
+    base's class for an imported one) and returns it. Built in `<out_dir>.partial` and renamed
     at the end, so `out_dir` is either the previous export or a complete new one."""
     out_dir, tokenizer_dir = Path(out_dir), Path(tokenizer_dir)
     torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
@@ -89,29 +84,10 @@ def export_hf(model: Transformer, out_dir: str | Path, tokenizer_dir: str | Path
         raise ValueError(f"the tokenizer has {n_tokens} tokens but the model only "
                          f"{model.config.vocab_size} embeddings")
 
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by an interrupted export
-    partial.mkdir(parents=True)
-
     hf_config = model.config.to_hf(ids["bos"], ids["eos"], ids["pad"], dtype=dtype_name)
-    _write_json(partial / "config.json", hf_config)
-    save_file(model.weights_for_save(torch_dtype), str(partial / "model.safetensors"),
-              metadata={"format": "pt"})
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tokenizer_dir / name, partial / name)
-    _write_json(partial / "generation_config.json", generation_config(ids, generation))
-    (partial / "README.md").write_text(model_card, encoding="utf-8")
-
-    # Swap in the new folder: move the old one aside first, since a directory cannot be
-    # replaced by rename while it is not empty.
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out_dir, old)
-        os.replace(partial, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out_dir)
-    return out_dir
+    return write_hf_folder(out_dir, hf_config, model.weights_for_save(torch_dtype), {
+        "tokenizer.json": tokenizer_dir / "tokenizer.json",
+        "tokenizer_config.json": tokenizer_dir / "tokenizer_config.json",
+        "generation_config.json": generation_config(ids, generation),
+        "README.md": model_card,
+    })

@@ -10,6 +10,7 @@ from fournil.export.card import render_model_card
 from fournil.export.gguf import export_gguf, gguf_path, parse_dtypes
 from fournil.export.hf import export_hf
 from fournil.model.transformer import Transformer
+from fournil.provenance.lineage import copy_lineage
 from fournil.train.post import final_model
 
 
@@ -53,5 +54,6 @@ def _export(stage: Stage, ctx: Context, dirs: dict) -> ExportManifest:
     for item in (work / "hf").iterdir():  # the HF files sit at the top of the export folder
         item.rename(work / item.name)
     (work / "hf").rmdir()
+    copy_lineage(checkpoint, work)  # a base's lineage, beside the weights it is part of
     assert not (work / MANIFEST).exists()
     return stage.finish({"parameters": model.num_parameters()}, checkpoint=str(checkpoint))

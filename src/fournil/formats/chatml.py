@@ -9,9 +9,7 @@ token: a user who types `<|im_end|>` gets those characters, not the end of their
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from tokenizers import Tokenizer
 
@@ -33,19 +31,6 @@ def render_chatml(messages: Sequence[dict], add_generation_prompt: bool = True) 
     return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
 
 
-def check_chat_template(model_dir: str | Path) -> None:
-    """Raises ValueError unless the folder's tokenizer uses fournil's ChatML template (the
-    only one `render_chatml` renders); a folder without tokenizer_config.json is a checkpoint
-    of ours and has it by construction."""
-    config_path = Path(model_dir) / "tokenizer_config.json"
-    if not config_path.exists():
-        return
-    template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
-    if template != CHAT_TEMPLATE:
-        raise ValueError(f"{config_path}: the chat_template is not fournil's ChatML template; "
-                         "chat would be rendered differently from what the model expects")
-
-
 class ChatEncoder:
     """Token ids of a chat: BOS, then per message `<|im_start|>role\\ncontent<|im_end|>\\n`,
     then `<|im_start|>assistant\\n`. The same ids as encoding `render_chatml(messages)` with
@@ -61,6 +46,7 @@ class ChatEncoder:
         if missing:
             raise ValueError(f"the tokenizer has no {', '.join(missing)} token: it cannot chat")
         self.bos, self.im_start, self.im_end = ids[ENDOFTEXT], ids[IM_START], ids[IM_END]
+        self.pad_id = self.bos  # what pads packed rows (masked out of every loss)
 
     def text_ids(self, text: str) -> list[int]:
         """Token ids of plain text: special-token strings in it stay characters."""
@@ -75,3 +61,23 @@ class ChatEncoder:
         if add_generation_prompt:
             ids += [self.im_start, *self.text_ids("assistant\n")]
         return ids
+
+    def encode_with_mask(self, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
+        """(ids, mask): the chat's token ids and 1 on the tokens the model learns to produce
+        (the assistant's content and its `<|im_end|>`), 0 elsewhere. `ids[:k]` for an
+        assistant turn starting at k equals `encode(messages before it)`."""
+        text = self.text_ids  # special-token strings in the text stay plain text
+        newline = text("\n")
+        ids, mask = [self.bos], [0]
+        for m in messages:
+            if m["role"] == "assistant":
+                head = [self.im_start, *text("assistant\n")]
+                body = [*text(m["content"]), self.im_end]
+                ids += head + body + newline
+                mask += [0] * len(head) + [1] * len(body) + [0] * len(newline)
+            else:
+                turn = [self.im_start, *text(f"{m['role']}\n{m['content']}"), self.im_end,
+                        *newline]
+                ids += turn
+                mask += [0] * len(turn)
+        return ids, mask

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 REF = re.compile(r'<ref name="([^"<>]*)">(.*?)</ref>', re.S)
+SOURCE = re.compile(r'<source id="([^"<>]*)">\n?(.*?)\n?</source>', re.S)
 _SPACES = re.compile(r"\s+")
 
 
@@ -26,6 +27,11 @@ class Citation:
 def render_sources(sources: Sequence[tuple[str, str]]) -> str:
     """(id, text) pairs as the `<source>` blocks a prompt shows the model."""
     return "\n\n".join(f'<source id="{sid}">\n{text.strip()}\n</source>' for sid, text in sources)
+
+
+def parse_sources(prompt: str) -> list[tuple[str, str]]:
+    """The (id, text) pairs of the `<source>` blocks in a prompt (`render_sources`' inverse)."""
+    return [(m.group(1).strip(), m.group(2)) for m in SOURCE.finditer(prompt)]
 
 
 def parse_citations(answer: str) -> list[Citation]:

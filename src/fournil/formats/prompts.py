@@ -19,9 +19,14 @@ RAG_INSTRUCTION = ("Réponds à la question avec les sources ci-dessous. Cite ch
                    "Si les sources ne permettent pas de répondre, dis-le.")
 
 
-def ocr_messages(noisy: str) -> list[dict]:
-    """Messages asking for the correction of OCR output `noisy`."""
-    return [{"role": "user", "content": f"{OCR_INSTRUCTION}\n\n{noisy}"}]
+def ocr_messages(noisy: str, examples: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """Messages asking for the correction of OCR output `noisy`; `examples` (noisy, clean)
+    come first as earlier turns answered (a few-shot prompt: the same request, so the
+    examples show the answer's form and nothing else)."""
+    shots = [m for noisy_, clean in examples for m in (
+        {"role": "user", "content": f"{OCR_INSTRUCTION}\n\n{noisy_}"},
+        {"role": "assistant", "content": clean})]
+    return [*shots, {"role": "user", "content": f"{OCR_INSTRUCTION}\n\n{noisy}"}]
 
 
 def rag_messages(query: str, sources: Sequence[tuple[str, str]]) -> list[dict]:

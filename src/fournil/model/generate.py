@@ -3,13 +3,21 @@ token costs one single-position forward pass.
 
 `iter_tokens` is the primitive (a server streams from it); `generate` collects it and
 `generate_text` wraps it with the tokenizer.
+
+A `constraint` restricts what may be generated (quotes verbatim in their sources:
+`fournil.formats.quote_constraint`): before each token, `constrain` sets the logits of the
+tokens it forbids to -inf, so every sampler setting (greedy, temperature, top-k, top-p) only
+ever picks an allowed one; after it, the constraint follows the choice. transformers models
+served by fournil (`fournil.serve.engine.iter_hf_tokens`) go through the same two calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -25,6 +33,31 @@ def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
 
 
 GREEDY_BELOW_TEMPERATURE = 1e-5
+
+
+class Constraint(Protocol):
+    """What one generation may produce, followed token by token."""
+
+    def allowed(self, remaining: int) -> np.ndarray | None:
+        """A bool per token id of the tokenizer (True: may come next), or None when any token
+        may. `remaining`: the tokens the generation may still produce, this one included, so
+        that the constraint can finish what it opened before the budget runs out."""
+
+    def advance(self, token: int) -> None:
+        """The token that was generated."""
+
+
+def constrain(logits: torch.Tensor, constraint: Constraint | None, remaining: int
+              ) -> torch.Tensor:
+    """`logits` [vocab] with the tokens the constraint forbids at -inf (a new tensor), and
+    with every logit past the tokenizer's vocabulary (a padded embedding) forbidden too."""
+    keep = None if constraint is None else constraint.allowed(remaining)
+    if keep is None:
+        return logits
+    mask = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    n = min(len(keep), logits.shape[-1])
+    mask[:n] = torch.from_numpy(keep[:n])
+    return logits.masked_fill(~mask.to(logits.device), float("-inf"))
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.8, top_k: int = 0,
@@ -62,10 +95,12 @@ def _forward_last(model: Transformer, ids: list[int], cache: KVCache) -> torch.T
 
 def iter_tokens(model: Transformer, prompt_ids: list[int], max_new_tokens: int,
                 temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
-                seed: int | None = None, stop_ids: Iterable[int] = ()) -> Iterator[int]:
+                seed: int | None = None, stop_ids: Iterable[int] = (),
+                constraint: Constraint | None = None) -> Iterator[int]:
     """Yields new token ids one at a time. A stop id is yielded too (so the caller can tell
     "stopped" from "ran out of tokens") and ends the stream. Generation also ends when the
-    context reaches the model's max_seq_len; a prompt longer than that is an error.
+    context reaches the model's max_seq_len; a prompt longer than that is an error. Only
+    tokens the `constraint` allows are generated (module docstring).
 
     The same seed gives the same tokens on the same device. Inference mode is entered only
     around the forward passes, never held across a `yield`, so it does not leak into the
@@ -91,7 +126,12 @@ def iter_tokens(model: Transformer, prompt_ids: list[int], max_new_tokens: int,
     cache = model.new_kv_cache(1, min(max_seq_len, len(prompt_ids) + max_new_tokens - 1))
     logits = _forward_last(model, prompt_ids, cache)
     for step in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)
+        # tokens left: the budget, or the context (the last token is never fed back)
+        remaining = min(max_new_tokens - step, max_seq_len - cache.pos + 1)
+        token = sample_next(constrain(logits, constraint, remaining), temperature, top_k,
+                            top_p, generator)
+        if constraint is not None:
+            constraint.advance(token)
         yield token
         if token in stops or step == max_new_tokens - 1 or cache.pos >= max_seq_len:
             return
@@ -100,10 +140,12 @@ def iter_tokens(model: Transformer, prompt_ids: list[int], max_new_tokens: int,
 
 def generate(model: Transformer, prompt_ids: list[int], max_new_tokens: int,
              temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
-             seed: int | None = None, stop_ids: Iterable[int] = ()) -> list[int]:
+             seed: int | None = None, stop_ids: Iterable[int] = (),
+             constraint: Constraint | None = None) -> list[int]:
     """The new tokens only (not the prompt), ending with the stop id if one was hit."""
     return list(iter_tokens(model, prompt_ids, max_new_tokens, temperature=temperature,
-                            top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids))
+                            top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids,
+                            constraint=constraint))
 
 
 def load_for_generation(path: str | Path, device: torch.device | str = "cpu"

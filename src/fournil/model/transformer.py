@@ -1,9 +1,12 @@
-"""A decoder-only transformer, layer for layer the same as Hugging Face `Qwen3ForCausalLM`.
+"""A decoder-only transformer, layer for layer the same as Hugging Face `Qwen3ForCausalLM`
+and, with the config's switches, `Qwen2ForCausalLM`, `LlamaForCausalLM` and
+`MistralForCausalLM`.
 
-Pre-norm blocks with RMSNorm, rotary position embeddings, grouped-query attention with a
-per-head RMSNorm on queries and keys (QK-norm), a SwiGLU MLP, no biases, and optionally tied
-input/output embeddings. Parameter names are HF's, so `state_dict()` is directly an HF
-checkpoint and an export is a plain save.
+Pre-norm blocks with RMSNorm, rotary position embeddings (rope.py: with the base's scaling),
+grouped-query attention with a per-head RMSNorm on queries and keys (QK-norm, Qwen3 only), a
+SwiGLU MLP, biases where the family has them, a sliding window where it has one, and
+optionally tied input/output embeddings. Parameter names are HF's (the four families share
+them), so `state_dict()` is directly an HF checkpoint and an export is a plain save.
 """
 
 from __future__ import annotations
@@ -15,16 +18,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from fournil.model.config import TransformerConfig
+from fournil.model.folder import FORMAT_KEY, FORMAT_VERSION, expected_keys, read_weights
+from fournil.model.folder import read_config as read_config  # re-exported: its old home
 from fournil.model.linear_ce import linear_cross_entropy
-
-# `config.json` of our own checkpoints carries this key (the checkpoint format version), which
-# tells it apart from an HF export's Qwen3 config.json.
-FORMAT_KEY = "fournil"
-FORMAT_VERSION = 1
+from fournil.model.rope import rope_tables
 
 # SDPA learned grouped-query attention in torch 2.5; before that we repeat k/v ourselves.
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -45,18 +46,6 @@ class RMSNorm(nn.Module):
         # Same as HF in fp32 or bf16; the final cast only matters under autocast, where it keeps
         # activations in the low-precision dtype instead of promoting them to fp32.
         return (self.weight * x.to(dtype)).to(dtype)
-
-
-def rope_tables(head_dim: int, max_len: int, theta: float,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape [max_len, head_dim], in float32, computed exactly like HF's
-    default rotary embedding (inv_freq in fp32, frequencies duplicated, not interleaved)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device)
-                                .float() / head_dim))
-    positions = torch.arange(max_len, device=device).float()
-    freqs = positions[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -108,19 +97,25 @@ class Attention(nn.Module):
         self.layer = layer  # our slot in the KV cache
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
-        # QK-norm: per head, over head_dim only, before RoPE (Qwen3's placement)
-        self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
-        self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+        self.sliding_window = cfg.sliding_window
+        bias = cfg.qkv_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=bias)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=cfg.o_bias)
+        # QK-norm: per head, over head_dim only, before RoPE (Qwen3's placement); absent in the
+        # other families, so that the state dict has exactly their keys
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(B, T, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
@@ -128,7 +123,14 @@ class Attention(nn.Module):
         if kv_cache is not None:
             past = kv_cache.pos
             k, v = kv_cache.update(self.layer, k, v)
-        if past == 0:
+        window = self.sliding_window
+        if window is not None and past + T > window:
+            # Mistral's sliding window, once reached: position i sees i - window + 1 .. i. Only
+            # then an explicit mask, so that every other case keeps SDPA's fast paths.
+            q_pos = torch.arange(past, past + T, device=x.device)[:, None]
+            k_pos = torch.arange(past + T, device=x.device)[None, :]
+            mask, causal = (q_pos >= k_pos) & (q_pos - k_pos < window), False
+        elif past == 0:
             mask, causal = None, True  # training and prefill: plain causal attention
         elif T == 1:
             mask, causal = None, False  # one new token sees every cached position
@@ -154,9 +156,10 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        bias = cfg.mlp_bias
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -188,10 +191,12 @@ class Backbone(nn.Module):
 
 def init_parameters(module: nn.Module, num_layers: int, std: float = 0.02) -> None:
     """Normal(0, std) for matrices and embeddings, the residual-stream projections (o_proj,
-    down_proj) scaled by 1/sqrt(2 * num_layers), norms at one."""
+    down_proj) scaled by 1/sqrt(2 * num_layers), norms at one, biases (a base's) at zero."""
     for name, p in module.named_parameters():
         if name.endswith("norm.weight"):
             nn.init.ones_(p)
+        elif name.endswith(".bias"):
+            nn.init.zeros_(p)
         elif name.endswith(("o_proj.weight", "down_proj.weight")):
             nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * num_layers))
         else:
@@ -229,7 +234,7 @@ class Transformer(nn.Module):
             device = None  # placeholder tables; rebuilt after materialisation
         cfg = self.config
         self.rope_cos, self.rope_sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta,
-                                                   device)
+                                                   cfg.rope_scaling, device)
 
     @property
     def device(self) -> torch.device:
@@ -315,21 +320,25 @@ class Transformer(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu",
              dtype: torch.dtype | None = None) -> Transformer:
-        """From one of our checkpoints or from an HF Qwen3 folder (ours or anyone's), with
-        strict key and shape checks. `dtype=None` keeps the stored dtype."""
+        """From one of our checkpoints, or from an HF Qwen3, Qwen2, Llama or Mistral folder
+        (ours or anyone's: one file or shards; folder.py), with strict key and shape checks.
+        `dtype=None` keeps the stored dtype (float32 if the files mix dtypes)."""
         directory = Path(directory)
         config = read_config(directory)
-        state = load_file(str(directory / "model.safetensors"), device=str(device))
-        expected = set(_expected_keys(config))
-        missing, unexpected = expected - set(state), set(state) - expected
+        return cls.from_state_dict(config, read_weights(directory, config, device, dtype))
+
+    @classmethod
+    def from_state_dict(cls, config: TransformerConfig, state: dict[str, torch.Tensor]
+                        ) -> Transformer:
+        """A model holding these tensors (HF names, without a tied head), not copied."""
+        missing = set(expected_keys(config)) - set(state)
+        unexpected = set(state) - set(expected_keys(config))
         if missing or unexpected:
-            raise ValueError(f"{directory}: checkpoint does not match its config: "
-                             f"missing {sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}")
+            raise ValueError(f"state dict does not match the config: missing "
+                             f"{sorted(missing)[:8]}, unexpected {sorted(unexpected)[:8]}")
         # Built on the meta device so a large model is not initialised just to be overwritten.
         with torch.device("meta"):
             model = cls(config)
-        if dtype is not None:
-            state = {k: v.to(dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=not config.tie_embeddings, assign=True)
         if config.tie_embeddings:  # assign=True replaced the shared Parameter: tie again
             model.lm_head.weight = model.model.embed_tokens.weight
@@ -343,34 +352,3 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     loss = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=-100,
                            reduction=reduction)
     return loss.view(targets.shape) if reduction == "none" else loss
-
-
-def read_config(directory: str | Path) -> TransformerConfig:
-    """The TransformerConfig of a checkpoint folder (ours) or an HF Qwen3 folder."""
-    path = Path(directory) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no config.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if FORMAT_KEY in data:
-        data = dict(data)
-        version = data.pop(FORMAT_KEY)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format {version}, expected {FORMAT_VERSION}")
-        return TransformerConfig.from_dict(data)
-    if data.get("model_type") == "qwen3":
-        return TransformerConfig.from_hf(data)
-    raise ValueError(f"{path}: neither a fournil checkpoint nor a Qwen3 config "
-                     f"(model_type={data.get('model_type')!r})")
-
-
-def _expected_keys(config: TransformerConfig) -> list[str]:
-    keys = ["model.embed_tokens.weight", "model.norm.weight"]
-    for i in range(config.num_layers):
-        p = f"model.layers.{i}."
-        keys += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-        keys += [p + f"self_attn.{n}.weight" for n in ("q_proj", "k_proj", "v_proj", "o_proj",
-                                                       "q_norm", "k_norm")]
-        keys += [p + f"mlp.{n}.weight" for n in ("gate_proj", "up_proj", "down_proj")]
-    if not config.tie_embeddings:
-        keys.append("lm_head.weight")
-    return keys

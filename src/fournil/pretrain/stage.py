@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import TypedDict
@@ -28,7 +29,7 @@ from fournil.core.stage import Context, Manifest, Stage, hash_tree, read_manifes
 from fournil.eval.bpb import HeldOut, bits_per_byte
 from fournil.model.config import TransformerConfig
 from fournil.model.mtp import MTPHeads
-from fournil.model.transformer import Transformer
+from fournil.model.transformer import Transformer, read_config
 from fournil.pretrain.config import PretrainConfig
 from fournil.tokenizer.train import load_tokenizer, token_byte_lengths
 from fournil.tokens.loader import get_batch
@@ -65,9 +66,9 @@ class PretrainCounts(TypedDict):
     steps: int
     tokens_seen: int
     parameters: int
-    final_train_loss: float
-    val_loss: float
-    val_bpb: float
+    final_train_loss: float | None  # None: not pretrained (an open base taken as it is)
+    val_loss: float | None
+    val_bpb: float | None
 
 
 class TrainingSummary(TypedDict):
@@ -118,38 +119,61 @@ def run(ctx: Context) -> PretrainManifest | None:
     recipe = ctx.recipe
     return run_pretrain(ctx.folder("tokens", "tokens"), ctx.folder("tokenizer", "tokenizer"),
                         ctx.out("pretrain"), recipe.model, recipe.pretrain, recipe.seed,
-                        stop_after=ctx.option("stop_after"), teacher_dir=recipe.teacher_dir())
+                        stop_after=ctx.option("stop_after"), teacher_dir=recipe.teacher_dir(),
+                        init_from=ctx.folder("base") if recipe.runs("base") else None)
 
 
 def run_pretrain(tokens_dir: Path, tokenizer_dir: Path, out_dir: Path, model_cfg: TransformerConfig,
                  cfg: PretrainConfig, seed: int, stop_after: int | None = None,
-                 teacher_dir: Path | None = None) -> PretrainManifest | None:
+                 teacher_dir: Path | None = None, init_from: Path | None = None
+                 ) -> PretrainManifest | None:
     """Train, resuming from the stage's latest checkpoint. Returns the manifest when done,
     None when stopped early by `stop_after` (the run can be continued later).
     `teacher_dir` is `cfg.distill.teacher` resolved (recipe paths are relative to the recipe).
+    `init_from` (the base stage's folder) starts from an open model's weights and shape instead
+    of `model_cfg` and a random initialisation; with `cfg.max_steps == 0` it is taken as it is.
     Under torchrun every process calls it (see distributed.py); rank 0 alone writes."""
     if (teacher_dir is None) != (cfg.distill.teacher is None):
         raise ValueError("pretrain.distill.teacher and teacher_dir go together")
     inputs = {"tokens": upstream_hash(tokens_dir), "tokenizer": upstream_hash(tokenizer_dir)}
     if teacher_dir is not None:
         inputs["teacher"] = hash_tree(Path(teacher_dir))
+    if init_from is not None:
+        inputs["base"] = upstream_hash(init_from)
+        model_cfg = read_config(init_from)
     stage = Stage("pretrain", out_dir, inputs=inputs,
                   params={"model": dataclasses.asdict(model_cfg),
                           "pretrain": dataclasses.asdict(cfg), "seed": seed})
     if manifest := stage.done():
         return manifest
+    if cfg.max_steps == 0:
+        return _as_is(stage, Path(init_from), model_cfg, cfg)
     with init_world(cfg.device) as world:
         local_grad_accum(cfg.grad_accum, world.size)  # before anything is written
         if world.is_main:
             stage.start(resume=True)
         world.barrier()
         return _train(stage, world, tokens_dir, tokenizer_dir, model_cfg, cfg, seed,
-                      stop_after, teacher_dir)
+                      stop_after, teacher_dir, init_from)
+
+
+def _as_is(stage: Stage, base_dir: Path, config: TransformerConfig,
+           cfg: PretrainConfig) -> PretrainManifest:
+    """No pretraining: the base model is the stage's final checkpoint, as it is."""
+    stage.start()
+    with torch.device("meta"):  # counted, not initialised
+        parameters = Transformer(config).num_parameters()
+    return stage.finish(
+        {"steps": 0, "tokens_seen": 0, "parameters": parameters,
+         "final_train_loss": None, "val_loss": None, "val_bpb": None},
+        final_checkpoint=os.path.relpath(base_dir, stage.path), model_config=config.to_dict(),
+        training=training_summary(cfg), device="none", world_size=1,
+        mixture={"phases": {}, "tokens_seen": {}})
 
 
 def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
            model_cfg: TransformerConfig, cfg: PretrainConfig, seed: int, stop_after: int | None,
-           teacher_dir: Path | None) -> PretrainManifest | None:
+           teacher_dir: Path | None, init_from: Path | None) -> PretrainManifest | None:
     work = stage.partial
     ckpt_dir = work / "checkpoints"
     device = world.device
@@ -158,9 +182,13 @@ def _train(stage: Stage, world: World, tokens_dir: Path, tokenizer_dir: Path,
 
     tokenizer = load_tokenizer(tokenizer_dir)
     token_bytes = token_byte_lengths(tokenizer)
-    config = model_cfg.with_vocab(tokenizer.get_vocab_size())
     torch.manual_seed(seed)
-    model = Transformer(config).to(device)
+    if init_from is not None:  # an open base: its shape and weights
+        model = Transformer.load(init_from, device=device)
+        config = model.config
+    else:
+        config = model_cfg.with_vocab(tokenizer.get_vocab_size())
+        model = Transformer(config).to(device)
     mtp = MTPHeads(config, cfg.mtp.depth).to(device) if cfg.mtp.depth else None
     checkpoints = list_checkpoints(ckpt_dir)
     if checkpoints:  # every rank loads the full weights, before any sharding

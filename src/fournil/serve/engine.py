@@ -21,8 +21,15 @@ from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
 from fournil.core.device import pick_device
-from fournil.formats.chatml import ChatEncoder, check_chat_template
-from fournil.model.generate import iter_tokens, load_for_generation, sample_next, stop_token_ids
+from fournil.formats.chat_template import chat_encoder
+from fournil.model.generate import (
+    Constraint,
+    constrain,
+    iter_tokens,
+    load_for_generation,
+    sample_next,
+    stop_token_ids,
+)
 from fournil.model.hf import hf_stop_ids, is_fournil_model, load_hf_model
 
 
@@ -36,6 +43,8 @@ class Sampling:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)  # strings that end the text, left out of it
+    # what may be generated (quotes verbatim in their sources), one per generation
+    constraint: Constraint | None = None
 
 
 class TextStream:
@@ -132,12 +141,11 @@ class ServedModel:
     def __init__(self, model_dir: str | Path, name: str | None = None,
                  device: str = "cpu") -> None:
         self.model_dir = Path(model_dir)
-        check_chat_template(self.model_dir)
         self.model, self.tokenizer = load_for_generation(self.model_dir, pick_device(device))
         self.name = name or default_model_name(self.model_dir)
         self.max_seq_len = self.model.config.max_seq_len
         self.stop_ids = frozenset(stop_token_ids(self.tokenizer))
-        self.chat = ChatEncoder(self.tokenizer)
+        self.chat = chat_encoder(self.tokenizer, self.model_dir)
         self.defaults = sampling_defaults(self.model_dir)
         self.created = int((self.model_dir / "model.safetensors").stat().st_mtime)
 
@@ -155,7 +163,8 @@ class ServedModel:
     def tokens(self, prompt_ids: list[int], s: Sampling) -> Iterator[int]:
         """New token ids, a stop id included (what `Completion` turns into text)."""
         return iter_tokens(self.model, prompt_ids, s.max_tokens, temperature=s.temperature,
-                           top_k=s.top_k, top_p=s.top_p, seed=s.seed, stop_ids=self.stop_ids)
+                           top_k=s.top_k, top_p=s.top_p, seed=s.seed, stop_ids=self.stop_ids,
+                           constraint=s.constraint)
 
 
 def default_model_name(model_dir: Path) -> str:
@@ -192,7 +201,8 @@ def defaults_from_generation_config(config: dict) -> dict:
 def iter_hf_tokens(model: object, prompt_ids: list[int], s: Sampling, stop_ids: frozenset[int],
                    max_seq_len: int) -> Iterator[int]:
     """`iter_tokens` for a transformers model: its own KV cache, our sampler (so a seed means
-    the same thing on both engines). Inference mode is never held across a `yield`."""
+    the same thing on both engines) and the same constraint hook (`s.constraint`). Inference
+    mode is never held across a `yield`."""
     if not prompt_ids:
         raise ValueError("empty prompt: at least one token is needed")
     if len(prompt_ids) > max_seq_len:
@@ -210,7 +220,11 @@ def iter_hf_tokens(model: object, prompt_ids: list[int], s: Sampling, stop_ids: 
         out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)  # type: ignore[operator]
     length = len(prompt_ids)
     for step in range(s.max_tokens):
-        token = sample_next(out.logits[0, -1], s.temperature, s.top_k, s.top_p, generator)
+        remaining = min(s.max_tokens - step, max_seq_len - length)  # this token included
+        logits = constrain(out.logits[0, -1], s.constraint, remaining)
+        token = sample_next(logits, s.temperature, s.top_k, s.top_p, generator)
+        if s.constraint is not None:
+            s.constraint.advance(token)
         yield token
         length += 1
         if token in stop_ids or step == s.max_tokens - 1 or length >= max_seq_len:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from fournil.formats.chatml import ROLES
 from fournil.serve.engine import Sampling, ServedModel
+from fournil.serve.rag import Grounding, QuestionError
 
 MAX_BODY_BYTES = 1 << 20  # far above any prompt that fits a small model's context
 
@@ -42,7 +44,13 @@ _COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop
 _COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 
 
-_CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs"}
+# verbatim_quotes: fournil's extension (`fournil.serve.rag`); false turns the quote
+# constraint off, for comparison
+_CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs", "verbatim_quotes"}
+
+# grounds a chat in sources (the index's or the client's): (messages, verbatim_quotes) ->
+# the grounding, None for a chat without sources; raises QuestionError
+Grounder = Callable[[list[dict], bool], Grounding | None]
 
 
 class APIError(Exception):
@@ -149,6 +157,7 @@ class GenerationRequest:
     sampling: Sampling
     stream: bool
     include_usage: bool
+    grounding: Grounding | None = None  # the sources of a grounded chat
 
 
 def short_json(value: object) -> str:
@@ -307,15 +316,45 @@ def _message(m: object, i: int) -> dict:
     return {"role": role, "content": content}
 
 
-def parse_chat_request(body: dict, served: ServedModel) -> GenerationRequest:
-    """A `/v1/chat/completions` body, validated; raises APIError."""
+def parse_chat_request(body: dict, served: ServedModel, ground: Grounder | None = None
+                       ) -> GenerationRequest:
+    """A `/v1/chat/completions` body, validated; raises APIError. `ground` grounds the chat
+    in sources, whose quote constraint the sampling then carries."""
     sampling, stream, include_usage = _common(body, _CHAT_FIELDS, served)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list of {role, content} objects, got "
                        f"{short_json(messages)}", "messages", "invalid_value")
-    prompt_ids = served.encode_chat([_message(m, i) for i, m in enumerate(messages)])
+    verbatim = body.get("verbatim_quotes", True)
+    if not isinstance(verbatim, bool):
+        raise APIError(400, f"verbatim_quotes must be true or false, got {short_json(verbatim)}",
+                       "verbatim_quotes", "invalid_type")
+    messages = [_message(m, i) for i, m in enumerate(messages)]
+    grounding = None
+    if ground is not None:
+        try:
+            grounding = ground(messages, verbatim)
+        except QuestionError as e:
+            raise APIError(400, str(e), "messages", "invalid_question") from None
+    prefill: list[int] = []
+    if grounding is not None:
+        messages = grounding.messages
+        sampling["constraint"] = grounding.constraint
+        try:
+            prefill = grounding.prefill(served.tokenizer)
+        except ValueError as e:  # the server's answer prefix against these sources
+            raise APIError(500, f"the server's answer prefix {grounding.prefix!r} is not a "
+                           f"valid start of an answer citing these sources: {e}", None,
+                           "bad_answer_prefix", "server_error") from None
+    prompt_ids = served.encode_chat(messages) + prefill
     max_tokens = _number(body, "max_completion_tokens", None, integer=True)
     max_tokens = _number(body, "max_tokens", max_tokens, integer=True)
     sampling["max_tokens"] = _fit_context(served, prompt_ids, max_tokens, "messages")
-    return GenerationRequest(prompt_ids, Sampling(**sampling), stream, include_usage)
+    constraint = sampling.get("constraint")
+    if constraint is not None and constraint.in_ref and (
+            sampling["max_tokens"] < constraint.open_margin):  # room for an id, `">`, a close
+        raise APIError(400, f"max_tokens={sampling['max_tokens']} leaves no room to finish the "
+                       f"quote the answer prefix {grounding.prefix!r} opens (at least "
+                       f"{constraint.open_margin})", "max_tokens", "invalid_value")
+    return GenerationRequest(prompt_ids, Sampling(**sampling), stream, include_usage,
+                             grounding)

@@ -35,6 +35,32 @@ thousand such requests and measures this):
 
 Text that is not Unicode (a lone UTF-16 surrogate escape such as `"\\ud800"`) and JSON
 nested too deeply to parse get a 400 like any other invalid body.
+
+Answers from sources (`fournil.serve.rag`). With `--index DIR` (a `fournil index` folder),
+the last user message of a chat completion is a question answered from the index, as
+`fournil ask` answers it: its top passages go into the prompt in the synth RAG task's format,
+or, when they hold too little of the question, the answer is a refusal without the model.
+Without an index, a chat whose last user message holds `<source id="N">` blocks is grounded
+in those. A grounded chat's quotes (`<ref name="N">…</ref>`) are constrained to be verbatim
+in source N while they are written; `"verbatim_quotes": false` in the request turns that off.
+The response then carries an extra field (the final chunk when streaming, and the first one
+with the sources only, so a page can show them while the answer streams):
+
+    "fournil": {"sources": [{"ref": "1", "passage": passage id, "id": document id, "title",
+                             "author", "date", "source", "license", "url", "start", "end",
+                             "text", "score"}, ...],
+                "citations": [{"ref": "1", "quote", "verbatim", "start", "end", "id",
+                               "passage", "title", "license", ...}, ...],
+                "refused": bool, "reason": null | "nothing_relevant" | "no_citation" |
+                           "sources_do_not_answer",
+                "relevance": float, "verbatim_quotes": bool}
+
+`start`/`end`: a source's passage offsets in its document; a citation's quote offsets in the
+document (in the source's text when the client wrote it, null when not verbatim). A client's
+sources are `{"ref", "text"}`. `POST /v1/ask` (`fournil.serve.ask`) takes `{"question"}` and
+returns `fournil ask --json`'s object (`answer`, `sources`, `refused`, ...). `GET /` is a
+page to ask the index from a browser (`page.html`: the answer streamed, each quote
+highlighted and linked to its passage, with the document's title and license).
 """
 
 from __future__ import annotations
@@ -60,13 +86,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fournil.core.cores import available_cores
+from fournil.serve.ask import AskJob, parse_ask_request
 from fournil.serve.concurrency import Generations, pieces
 from fournil.serve.engine import Completion, ServedModel, load_served
 from fournil.serve.protocol import HEAD_TIMEOUT_S, with_head_timeout
+from fournil.serve.rag import DEFAULT_K, Grounder, Quoting, Refusal, ServedIndex
 from fournil.serve.requests import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
     APIError,
+    GenerationRequest,
     parse_chat_request,
     parse_completion_request,
     parse_json_body,
@@ -75,6 +104,7 @@ from fournil.serve.requests import (
 )
 
 log = logging.getLogger("fournil.serve")
+PAGE = Path(__file__).with_name("page.html")  # GET /: asking the index from a browser
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -119,15 +149,29 @@ async def _cancel_when_client_leaves(request: Request, completion: Completion) -
 
 
 def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 16,
-               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S
-               ) -> Starlette:
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
+               index: ServedIndex | None = None, answer_prefix: str = "") -> Starlette:
     """The ASGI app serving `served`. `app.state.generations` holds the limiter and counters
     (active, waiting, peak_active, rejected, cancelled). A request body over `max_body_bytes`
-    gets a 413, one not read whole within `body_timeout_s` a 408 (see the module's doc)."""
+    gets a 413, one not read whole within `body_timeout_s` a 408 (see the module's doc).
+    With `index`, chat completions are answered from it and `/v1/ask` answers questions;
+    `answer_prefix` starts every grounded answer (`fournil.serve.rag`)."""
     if max_body_bytes < 1 or not body_timeout_s > 0:
         raise ValueError(f"max_body_bytes must be >= 1 and body_timeout_s > 0, got "
                          f"{max_body_bytes} and {body_timeout_s}")
     generations = Generations(max_concurrency, max_queue)
+    quoting = Quoting(served.tokenizer)
+    if index is not None:  # every chat will be grounded: the token trie now, not in the
+        quoting.trie()  # first request's time (~0.3 s for 49k tokens)
+    page = PAGE.read_bytes()
+
+    ground = Grounder(quoting, index, answer_prefix)
+
+    def start(req: GenerationRequest) -> Completion | Refusal:
+        g = req.grounding
+        if g is not None and g.refusal:  # nothing relevant retrieved: the model is not asked
+            return Refusal(g.refusal, len(req.prompt_ids))
+        return served.complete(req.prompt_ids, req.sampling)
 
     async def generate(request: Request, kind: _Kind) -> Response:
         try:
@@ -136,9 +180,11 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
             except ClientDisconnect:  # gone mid-body: nobody will read an answer
                 return Response(status_code=400)
             body = parse_json_body(raw)
-            parse = parse_chat_request if kind.chat else parse_completion_request
-            req = parse(body, served)
-            completion = served.complete(req.prompt_ids, req.sampling)
+            if kind.chat:
+                req = parse_chat_request(body, served, ground)
+            else:
+                req = parse_completion_request(body, served)
+            completion = start(req)
             queue = await generations.start(completion, req.stream)
         except APIError as e:
             return e.response()
@@ -155,18 +201,31 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
             finally:
                 watcher.cancel()
                 completion.cancel.set()  # a no-op once done; stops it if this task is torn down
+            grounded = {}
+            if req.grounding is not None:
+                grounded = {"fournil": req.grounding.report(text)}
+                text = req.grounding.prefix + text
             return JSONResponse({**head, "choices": [kind.choice(text, completion.finish_reason)],
-                                 "usage": _usage(completion)})
+                                 "usage": _usage(completion), **grounded})
         chunk = {**head, "object": kind.chunk_object}
 
         async def events() -> AsyncIterator[str]:
+            g, written = req.grounding, []
             try:
                 if kind.chat:
+                    sources = {} if g is None else {"fournil": g.report(None)}
                     yield _sse({**chunk, "choices": [kind.delta({"role": "assistant",
-                                                                 "content": ""}, None)]})
+                                                                 "content": ""}, None)],
+                                **sources})
+                    if g is not None and g.prefix:  # the answer's start, as if generated
+                        yield _sse({**chunk, "choices": [kind.delta({"content": g.prefix},
+                                                                    None)]})
                 async for piece in pieces(queue):
+                    written.append(piece)
                     yield _sse({**chunk, "choices": [kind.delta({"content": piece}, None)]})
-                yield _sse({**chunk, "choices": [kind.delta({}, completion.finish_reason)]})
+                report = {} if g is None else {"fournil": g.report("".join(written))}
+                yield _sse({**chunk, "choices": [kind.delta({}, completion.finish_reason)],
+                            **report})
                 if req.include_usage:
                     yield _sse({**chunk, "choices": [], "usage": _usage(completion)})
             except APIError as e:  # headers are sent: the error travels as an event
@@ -180,6 +239,37 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
 
     async def completions(request: Request) -> Response:
         return await generate(request, _Kind(chat=False))
+
+    async def ask(request: Request) -> Response:
+        if index is None:
+            return APIError(404, "this server has no passage index: start it with "
+                            "`fournil serve --index DIR`", None, "no_index").response()
+        try:
+            try:
+                raw = await read_body(request, max_body_bytes, body_timeout_s)
+            except ClientDisconnect:
+                return Response(status_code=400)
+            job = AskJob(parse_ask_request(parse_json_body(raw)), index, served, quoting,
+                         answer_prefix)
+            queue = await generations.start(job, stream=False)  # type: ignore[arg-type]
+        except APIError as e:
+            return e.response()
+        watcher = asyncio.create_task(_cancel_when_client_leaves(request, job))  # type: ignore[arg-type]
+        try:
+            async for _ in pieces(queue):  # the answer's text; the job holds all of it
+                pass
+        except APIError as e:
+            return e.response()
+        finally:
+            watcher.cancel()
+            job.cancel.set()
+        if job.error is not None:
+            return APIError(400, str(job.error), "question", "invalid_question").response()
+        assert job.result is not None
+        return JSONResponse(job.result.to_dict())
+
+    async def home(request: Request) -> Response:
+        return Response(page, media_type="text/html; charset=utf-8")
 
     async def chat_completions(request: Request) -> Response:
         return await generate(request, _Kind(chat=True))
@@ -202,7 +292,8 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
         lim = generations.limiter
         return JSONResponse({"status": "ok", "model": served.name, "active": lim.active,
                              "waiting": lim.waiting, "rejected": lim.rejected,
-                             "cancelled": generations.cancelled})
+                             "cancelled": generations.cancelled,
+                             "index": None if index is None else str(index.folder)})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -226,10 +317,13 @@ def create_app(served: ServedModel, max_concurrency: int = 1, max_queue: int = 1
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/v1/ask", ask, methods=["POST"]),
+        Route("/", home, methods=["GET"]),
     ], exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan)
     app.state.generations = generations
     app.state.served = served
+    app.state.index = index
     return app
 
 
@@ -257,15 +351,23 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           max_concurrency: int = 1, max_queue: int = 16, model_name: str | None = None,
           device: str = "cpu", threads: int | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
-          head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
+          head_timeout_s: float = HEAD_TIMEOUT_S, index_dir: str | Path | None = None,
+          passages: int = DEFAULT_K, answer_prefix: str = "") -> None:
     """Loads the model (a fournil export or checkpoint, any transformers causal LM folder
-    with a chat template, or a .gguf file) and serves it until interrupted."""
+    with a chat template, or a .gguf file) and serves it until interrupted; with
+    `index_dir`, answers from that passage index (checked before the model is loaded),
+    showing the model `passages` of them, each answer starting with `answer_prefix`."""
+    index = None if index_dir is None else ServedIndex(index_dir, k=passages)
     torch.set_num_threads(cpu_threads(max_concurrency, threads))
     served = load_served(model_dir, name=model_name, device=device)
-    app = create_app(served, max_concurrency, max_queue, max_body_bytes, body_timeout_s)
+    app = create_app(served, max_concurrency, max_queue, max_body_bytes, body_timeout_s, index,
+                     answer_prefix)
     _warn_if_exposed(host)
     log.info("serving %s (%s, context %d) on http://%s:%d/v1", served.name, model_dir,
              served.max_seq_len, host, port)
+    if index is not None:
+        log.info("answering from the passage index %s (%d passages); ask it at http://%s:%d/",
+                 index.folder, len(index.retriever.passages), host, port)
     # h11 with a deadline on request heads (fournil.serve.protocol)
     uvicorn.run(app, host=host, port=port, http=with_head_timeout(head_timeout_s),
                 log_level="info", timeout_graceful_shutdown=5)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fournil.core.device import autocast_for, pick_device
 from fournil.core.stage import Context, Manifest
-from fournil.formats.chatml import ChatEncoder
+from fournil.formats.chat_template import chat_encoder
 from fournil.model.transformer import Transformer
 from fournil.sft.config import SFTConfig
 from fournil.sft.select import Judge, SelectionReport, select_chats
@@ -175,7 +175,7 @@ def run_sft(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: SFTC
     device = pick_device(cfg.device)
     autocast = autocast_for(device, cfg.dtype)
 
-    encoder = ChatEncoder(load_tokenizer(base_dir))
+    encoder = chat_encoder(load_tokenizer(base_dir), base_dir)
     chats, unreadable = read_chats(data)
     selection = select_chats(chats, lambda m: encode_chat(encoder, m), cfg.select,
                              row_tokens=cfg.seq_len + 1, judge=judge,
@@ -188,8 +188,8 @@ def run_sft(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: SFTC
         raise ValueError(f"sft: no chat left to train on ({selection.report()}); see "
                          f"{work / 'rejected.parquet'}")
     eval_rows = pack([e for e, held in zip(selection.kept_tokens, is_eval, strict=True)
-                      if held], cfg.seq_len, encoder.bos)
-    rows = EpochRows(train, cfg.seq_len, encoder.bos, seed)
+                      if held], cfg.seq_len, encoder.pad_id)
+    rows = EpochRows(train, cfg.seq_len, encoder.pad_id, seed)
 
     torch.manual_seed(seed)  # LoRA's initialisation and dropout
     model = load_policy(base_dir, cfg.lora, cfg.seq_len, device)

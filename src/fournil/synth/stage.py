@@ -87,7 +87,7 @@ def run(ctx: Context) -> SynthManifest | None:
     config = ctx.recipe.synth
     if ctx.option("executor"):
         config = dataclasses.replace(config, executor=ctx.option("executor"))
-    return run_synth(ctx.folder("curate", "input"), ctx.out("synth"), config, ctx.recipe.seed,
+    return run_synth(ctx.documents(), ctx.out("synth"), config, ctx.recipe.seed,
                      allowed_licenses=ctx.recipe.curate.allowed_licenses)
 
 

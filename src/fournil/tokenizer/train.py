@@ -19,6 +19,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from fournil.formats.chatml import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START
 
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+# what a tokenizer is on disk (chat_template.jinja: where transformers saves a base's template)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 def build_untrained() -> Tokenizer:

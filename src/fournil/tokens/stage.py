@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from fournil.core.shards import count_rows, iter_batches, iter_records
 from fournil.core.stage import Context, Manifest, Stage, read_manifest, upstream_hash
 from fournil.core.validation import RecipeError
+from fournil.formats.chatml import ENDOFTEXT
 from fournil.synth.sample import sample_to_text
 from fournil.tokenizer.train import load_tokenizer
 from fournil.tokens.config import TokensConfig
@@ -68,6 +70,15 @@ class TokensManifest(Manifest):
     vocab_size: int
 
 
+def document_separator(tok: Tokenizer) -> list[int]:
+    """What goes before each document: nothing when the tokenizer puts its BOS there itself
+    (fournil's), else `<|endoftext|>`, the boundary the open bases that have it (SmolLM2,
+    Qwen) were pretrained with, so that windows never run two documents together unmarked."""
+    adds_bos = len(tok.encode("a").ids) > len(tok.encode("a", add_special_tokens=False).ids)
+    separator = tok.token_to_id(ENDOFTEXT)
+    return [] if adds_bos or separator is None else [separator]
+
+
 def _empty_counts() -> dict:
     return {"docs": 0, "tokens": 0, "bytes": 0}
 
@@ -88,7 +99,7 @@ def synthetic_documents(synth_dir: Path) -> Iterator[dict]:
 def run(ctx: Context) -> TokensManifest:
     """`fournil tokens` and bake: the run's curated documents (and, with `tokens.synth`, its
     synthetic train samples) as token shards, with the held-out split."""
-    return run_tokens(ctx.folder("curate", "input"), ctx.folder("tokenizer", "tokenizer"),
+    return run_tokens(ctx.documents(), ctx.folder("tokenizer", "tokenizer"),
                       ctx.out("tokens"), ctx.recipe.tokens, synth_dir=ctx.folder("synth"))
 
 
@@ -126,16 +137,18 @@ def run_tokens(curate_dir: Path, tokenizer_dir: Path, out_dir: Path, config: Tok
     curated = (batch.to_pylist() for batch in iter_batches(documents, columns=columns,
                                                            batch_size=batch_docs))
     synthetic = _batched(synthetic_documents(synth_dir), batch_docs) if config.synth else ()
+    separator = document_separator(tok)
     for docs in itertools.chain(curated, synthetic):
         encodings = tok.encode_batch_fast([d["text"] for d in docs], add_special_tokens=True)
         for doc, enc in zip(docs, encodings, strict=True):
             split = "val" if doc["id"] in val_ids else "train"
             n_bytes = len(doc["text"].encode())
-            writers[split].add(enc.ids, doc, n_bytes)
+            ids = separator + enc.ids
+            writers[split].add(ids, doc, n_bytes)
             for key, name in (("by_source", doc["source"]), ("by_license", doc["license"])):
                 c = counts[split][key][name]
                 c["docs"] += 1
-                c["tokens"] += len(enc.ids)
+                c["tokens"] += len(ids)
                 c["bytes"] += n_bytes
         bar.update(len(docs))
     bar.close()

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from fournil.formats.chatml import ROLES, ChatEncoder
+from fournil.formats.chat_template import Encoder
+from fournil.formats.chatml import ROLES
 
 IGNORE = -100  # the target id cross_entropy skips
 CHAT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -176,28 +177,13 @@ def held_out(chats: Sequence[Chat], eval_fraction: float, seed: int) -> list[boo
 
 # -- encoding ---------------------------------------------------------------------------------
 
-def encode_chat(encoder: ChatEncoder, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
-    """(ids, mask): the chat's token ids and 1 on the tokens the model learns to produce (the
-    assistant's content and its `<|im_end|>`), 0 elsewhere. `ids[:k]` for an assistant turn
-    starting at k equals `encoder.encode(messages before it, add_generation_prompt=True)`."""
-    text = encoder.text_ids  # special-token strings in the text stay plain text
-    newline = text("\n")
-    ids, mask = [encoder.bos], [0]
-    for m in messages:
-        if m["role"] == "assistant":
-            head = [encoder.im_start, *text("assistant\n")]
-            body = [*text(m["content"]), encoder.im_end]
-            ids += head + body + newline
-            mask += [0] * len(head) + [1] * len(body) + [0] * len(newline)
-        else:
-            turn = [encoder.im_start, *text(f"{m['role']}\n{m['content']}"), encoder.im_end,
-                    *newline]
-            ids += turn
-            mask += [0] * len(turn)
-    return ids, mask
+def encode_chat(encoder: Encoder, messages: Sequence[dict]) -> tuple[list[int], list[int]]:
+    """(ids, mask): the chat's token ids, and 1 on the tokens the model learns to produce (each
+    assistant turn and its end-of-turn marker), 0 elsewhere, in the model's chat format."""
+    return encoder.encode_with_mask(messages)
 
 
-def encode_response(encoder: ChatEncoder, prompt: Sequence[dict], response: str
+def encode_response(encoder: Encoder, prompt: Sequence[dict], response: str
                     ) -> tuple[list[int], list[int]]:
     """A prompt (messages up to the answer) and one assistant answer, as (ids, mask): what
     DPO scores. The mask covers the answer and its `<|im_end|>`."""

@@ -18,8 +18,8 @@ import torch
 
 from fournil.model.mtp import MTPHeads
 from fournil.model.transformer import Transformer
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+from fournil.provenance.lineage import copy_lineage
+from fournil.tokenizer.train import TOKENIZER_FILES
 
 
 def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.Optimizer | None,
@@ -38,8 +38,10 @@ def save_checkpoint(directory: Path, model: Transformer, optimizer: torch.optim.
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     state = {**state, "torch_rng": torch.get_rng_state().tolist()}
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    for name in TOKENIZER_FILES:
-        shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+    for name in TOKENIZER_FILES:  # a base's own chat template file too, when it has one
+        if (Path(tokenizer_dir) / name).exists():
+            shutil.copy2(Path(tokenizer_dir) / name, tmp / name)
+    copy_lineage(tokenizer_dir, tmp)  # an imported base's lineage goes on with its weights
     if extra is not None:
         extra(tmp)
     if directory.exists():

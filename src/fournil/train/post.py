@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from fournil.core.stage import Context, Stage, hash_files, hash_tree
 from fournil.core.validation import RecipeError
-from fournil.formats.chatml import check_chat_template
 from fournil.model.transformer import Transformer
 from fournil.train.chats import Chat, Rejected, chat_files
 from fournil.train.checkpoint import final_checkpoint, save_checkpoint
@@ -39,7 +38,6 @@ def base_fingerprint(base_dir: Path) -> str:
 def load_policy(base_dir: Path, lora: LoRAConfig, seq_len: int, device: torch.device
                 ) -> Transformer:
     """The base model, with LoRA adapters when `lora.rank` > 0, ready to train."""
-    check_chat_template(base_dir)
     model = Transformer.load(base_dir, device=device)
     if seq_len > model.config.max_seq_len:
         raise ValueError(f"seq_len {seq_len} exceeds the base model's max_seq_len "
