@@ -25,8 +25,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
 import subprocess
 import sys
+import time
 import venv
 from importlib.metadata import version
 from pathlib import Path
@@ -99,6 +101,65 @@ def peer_python(peer: str) -> Path:
         partial.write_text(json.dumps(wanted, indent=1))
         os.replace(partial, done)
         return python
+
+
+def in_fresh_process(script: str, name: str, setup: dict, work: Path,
+                     python: Path | None = None) -> dict:
+    """One side of a bench in a new interpreter (`python script --run NAME --work WORK`, the
+    setup in WORK/setup.json, its result read from WORK/result.json, `wall_s` added): its
+    imports, threads, caches and allocator do not leak into the next side."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "setup.json").write_text(json.dumps(setup))
+    command = [str(python or sys.executable), script, "--run", name, "--work", str(work)]
+    started = time.perf_counter()
+    if subprocess.run(command).returncode != 0:
+        log = (work / "stderr.log").read_text(encoding="utf-8", errors="replace")
+        sys.exit(f"{name} failed; the end of {work / 'stderr.log'}:\n{log[-3000:]}")
+    result = json.loads((work / "result.json").read_text())
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def isolate_side(threads: int, seed: int, work: Path) -> None:
+    """In a side's process: the same threads and seed as every side; logs, progress bars and
+    warnings to WORK/stderr.log; anything that tries the network fails loudly. (torch is
+    imported here: this file also runs where it is not installed, to make the envs.)"""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    work.mkdir(parents=True, exist_ok=True)
+    log = open(work / "stderr.log", "w")  # noqa: SIM115 - open for the process's lifetime
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+
+
+def trainer_step_clock() -> tuple[object, list[float]]:
+    """(a transformers TrainerCallback, the clock readings it takes): one before the first
+    step, then one at the end of each step, for the HF Trainer sides' step times."""
+    from transformers import TrainerCallback
+
+    ended: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs) -> None:
+            if not ended:
+                ended.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs) -> None:
+            ended.append(time.perf_counter())
+
+    return Stamp(), ended
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def main() -> None:

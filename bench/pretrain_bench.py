@@ -54,14 +54,20 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from peers import ENVS, peer_python
+from peers import (
+    ENVS,
+    cpu_name,
+    in_fresh_process,
+    isolate_side,
+    peer_python,
+    trainer_step_clock,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny-cpu.toml"
@@ -273,17 +279,6 @@ def intervals(stamps: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def _isolate(s: Setup, work: Path) -> None:
-    """Every side: the same threads and seed; logs, progress bars and warnings to a file."""
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    os.environ["HF_HUB_OFFLINE"] = "1"  # anything that tries the network fails loudly
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    work.mkdir(parents=True, exist_ok=True)
-    log = open(work / "stderr.log", "w")  # noqa: SIM115 - open for the process's lifetime
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
 
 
 def run_fournil(s: Setup, work: Path, compile: bool = False) -> dict:
@@ -372,19 +367,10 @@ def run_hf(s: Setup, work: Path) -> dict:
         Qwen3Config,
         Qwen3ForCausalLM,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
-    ended: list[float] = []
-
-    class Stamp(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs) -> None:
-            if not ended:
-                ended.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kwargs) -> None:
-            ended.append(time.perf_counter())
+    stamp, ended = trainer_step_clock()
 
     config = Qwen3Config(
         vocab_size=s.vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_layers,
@@ -406,7 +392,7 @@ def run_hf(s: Setup, work: Path) -> dict:
            {f.name for f in dataclasses.fields(TrainingArguments)} else {}),
     )
     trainer = Trainer(model=model, args=args, train_dataset=Examples(s),
-                      callbacks=[Stamp()])
+                      callbacks=[stamp])
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     if len(ended) != s.steps + 1:
@@ -435,29 +421,11 @@ LABELS = {"fournil": "fournil run_pretrain", "litgpt": "LitGPT pretrain (compile
           "fournil-compiled": "fournil, pretrain.compile=true"}
 
 
-def in_fresh_process(name: str, s: Setup, work: Path) -> dict:
-    """One side in a new interpreter: its imports, threads and caches do not leak."""
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "setup.json").write_text(json.dumps(dataclasses.asdict(s)))
-    python = peer_python(PEER_ENVS[name]) if name in PEER_ENVS else Path(sys.executable)
-    command = [str(python), __file__, "--run", name, "--work", str(work)]
-    started = time.perf_counter()
-    if subprocess.run(command).returncode != 0:
-        log = (work / "stderr.log").read_text(encoding="utf-8", errors="replace")
-        sys.exit(f"{name} failed; the end of {work / 'stderr.log'}:\n{log[-3000:]}")
-    result = json.loads((work / "result.json").read_text())
-    result["wall_s"] = time.perf_counter() - started
-    return result
 
 
 # --------------------------------------------------------------------------------- main
 
 
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def versions(packages: tuple[str, ...]) -> str:
@@ -496,7 +464,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         s = Setup(**json.loads((args.work / "setup.json").read_text()))
-        _isolate(s, args.work)
+        isolate_side(s.threads, s.seed, args.work)
         result = RUNS[args.run](s, args.work)
         result["versions"] = versions(SIDE_PACKAGES[args.run])
         (args.work / "result.json").write_text(json.dumps(result))
@@ -539,7 +507,9 @@ def main() -> None:
         # every other pass in reverse order: no side always runs first, or last
         for side in sides if repeat % 2 == 0 else sides[::-1]:
             print(f"{side}: {args.steps} steps (run {repeat + 1}/{args.repeats})...", flush=True)
-            r = in_fresh_process(side, s, work / f"{side}-{repeat}")
+            python = peer_python(PEER_ENVS[side]) if side in PEER_ENVS else None
+            r = in_fresh_process(__file__, side, dataclasses.asdict(s), work / f"{side}-{repeat}",
+                                 python)
             timed = r["step_s"][args.warmup:]
             r["best_s"] = min(statistics.fmean(timed[i:i + args.window])
                               for i in range(0, len(timed) - args.window + 1, args.window))

@@ -9,6 +9,7 @@ other verbs (bake, generate, serve, chat) are below, each with its flags next to
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -48,7 +49,8 @@ def run_stage(args: argparse.Namespace) -> None:
         return
     if manifest is None:
         if options.get("stop_after") is not None:
-            print(f"stopped after step {options['stop_after']}; run the same command again "
+            unit = "chunk" if spec.name == "correct" else "step"
+            print(f"stopped after {unit} {options['stop_after']}; run the same command again "
                   "to continue")
         return
     print(json.dumps(manifest["counts"], indent=2, ensure_ascii=False, default=str))
@@ -121,38 +123,62 @@ def serve_verb(args: argparse.Namespace) -> None:
 def chat_verb(args: argparse.Namespace) -> None:
     from fournil.serve.chat import chat_loop
     from fournil.serve.engine import Sampling, load_served
+    index = None
+    if args.index:  # checked before the model is loaded
+        from fournil.serve.rag import ServedIndex
+        index = ServedIndex(args.index, k=args.k)
+        mixed = [name for name, value in (("--system", args.system), ("--temperature",
+                 args.temperature), ("--top-k", args.top_k), ("--top-p", args.top_p),
+                 ("--seed", args.seed)) if value is not None]
+        if mixed:
+            raise RecipeError(f"{', '.join(mixed)}: with --index, answers are fournil ask's "
+                              "(greedy, in the prompt format of the cited-RAG task)")
+    elif args.unconstrained or args.answer_prefix:
+        raise RecipeError("--unconstrained and --answer-prefix are for answers from an index: "
+                          "add --index DIR")
     served = load_served(_served_model_dir(args), None, args.device)
+    ask = None
+    if index is not None:  # each message a question, answered by fournil ask's code
+        from fournil.index.answer import MAX_NEW_TOKENS
+        from fournil.serve.answerer import answer_from_index
+        from fournil.serve.rag import Quoting
+        ask = functools.partial(
+            answer_from_index, served=served, index=index, quoting=Quoting(served.tokenizer),
+            max_new_tokens=args.max_new_tokens or MAX_NEW_TOKENS,
+            constrained=not args.unconstrained, prefix=args.answer_prefix)
     d = served.defaults
     sampling = Sampling(
         max_tokens=args.max_new_tokens or d["max_new_tokens"],
         temperature=d["temperature"] if args.temperature is None else args.temperature,
         top_k=d["top_k"] if args.top_k is None else args.top_k,
         top_p=d["top_p"] if args.top_p is None else args.top_p, seed=args.seed)
-    chat_loop(served, sampling, system=args.system)
+    chat_loop(served, sampling, system=args.system, ask=ask)
 
 
 def ask_verb(args: argparse.Namespace) -> None:
     """Retrieval first: a question the index has nothing for is refused before any model is
-    loaded (in milliseconds, not the seconds a model takes)."""
+    loaded (in milliseconds, not the seconds a model takes). The answer is the one `fournil
+    chat --index` and `POST /v1/ask` give (`fournil.serve.answerer`)."""
     from fournil.index.answer import answer, render_text
-    from fournil.index.store import open_index
+    from fournil.serve.rag import ServedIndex
     layout = None if args.index and args.model else get_layout(args, get_recipe(args))
-    retriever = open_index(Path(args.index) if args.index else layout.index)
+    index = ServedIndex(Path(args.index) if args.index else layout.index, k=args.k)
     model_dir = Path(args.model) if args.model else layout.export
-    if not (model_dir / "config.json").is_file():
+    if not (model_dir / "config.json").is_file() and not (
+            model_dir.suffix == ".gguf" and model_dir.is_file()):
         raise RecipeError(f"{model_dir}: no model here; bake or export first, or pass --model "
-                          "(a fournil export or any transformers chat model folder)")
-    result = answer(args.question, retriever, None, k=args.k)
+                          "(a fournil export, any transformers chat model folder or a .gguf)")
+    result = answer(args.question, index.retriever, None, k=index.k,
+                    min_relevance=index.min_relevance)
     if not result.refused:
-        from fournil.eval.ask import QuotingLM  # the same answers `fournil eval` scores
-        from fournil.eval.lm import PromptTooLong, load_lm  # fournil's engine or transformers
-        try:
-            result = answer(args.question, retriever, QuotingLM(load_lm(model_dir, args.device)),
-                            k=args.k, max_new_tokens=args.max_new_tokens,
-                            constrained=not args.unconstrained)
-        except PromptTooLong as e:
-            raise ValueError(f"{model_dir}: {e}; show it fewer passages (-k) or index shorter "
-                             "ones (fournil index --set index.max_chars=...)") from None
+        from fournil.serve.answerer import answer_from_index
+        from fournil.serve.engine import load_served  # fournil's engine or transformers
+        from fournil.serve.rag import Quoting
+        served = load_served(model_dir, None, args.device)
+        result = answer_from_index(args.question, served, index, Quoting(served.tokenizer),
+                                   max_new_tokens=args.max_new_tokens,
+                                   constrained=not args.unconstrained,
+                                   prefix=args.answer_prefix)
     print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) if args.json
           else render_text(result))
 
@@ -171,6 +197,13 @@ _SAMPLING = (flag("--temperature", type=float, help="0 is greedy"), flag("--top-
 _MODEL_DIR = flag("model_dir", nargs="?", metavar="MODEL_DIR",
                   help="export or checkpoint folder (default <run>/export)")
 _DEVICE = flag("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+# answers from a passage index: fournil ask, chat --index, serve --index
+_K = flag("-k", "--k", type=int, default=3, help="passages shown to the model (default 3)")
+_UNCONSTRAINED = flag("--unconstrained", action="store_true", help="let quotes be anything "
+                      "the model writes (by default they are constrained to be verbatim)")
+_ANSWER_PREFIX = flag("--answer-prefix", default="", metavar="TEXT", help="start every answer "
+                      "grounded in sources with TEXT, as if the model wrote it: '<ref name=\"' "
+                      "makes a model not tuned on cited answers open with a verbatim quote")
 
 BAKE = Verb("bake", bake_verb, "run a recipe through every stage, raw documents to export",
             "Run the recipe's stages in order (" + ", ".join(s.name for s in STAGES) + "; the "
@@ -213,16 +246,20 @@ MODEL_VERBS = (
                   "fournil ask does, and / is a page to ask it from a browser"),
              flag("--passages", type=int, default=3, metavar="N", help="with --index: "
                   "passages shown to the model per question (default 3)"),
-             flag("--answer-prefix", default="", metavar="TEXT", help="start every answer "
-                  "grounded in sources with TEXT, as if the model wrote it: '<ref name=\"' "
-                  "makes a model not tuned on cited answers open with a verbatim quote"))),
+             _ANSWER_PREFIX)),
     Verb("chat", chat_verb, "chat with the model in the terminal",
          "An interactive chat through the model's chat template; replies stream as they come. "
-         "/reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops a reply.",
+         "/reset forgets the conversation, /exit or Ctrl-D leaves, Ctrl-C stops a reply. With "
+         "--index, each message is a question answered from the index as fournil ask answers "
+         "it, printed with its sources, or refused.",
          flags=(_MODEL_DIR, flag("--system", help="system prompt"),
                 flag("--max-new-tokens", type=int,
-                     help="longest reply (default: the export's generation config)"),
-                *_SAMPLING, _DEVICE)),
+                     help="longest reply (default: the export's generation config; with "
+                     "--index, 256)"),
+                *_SAMPLING, _DEVICE,
+                flag("--index", metavar="DIR", help="answer each question from this passage "
+                     "index (fournil index), citing its sources, as fournil ask does"),
+                _K, _UNCONSTRAINED, _ANSWER_PREFIX)),
     Verb("ask", ask_verb, "answer a question from the indexed corpus, citing its sources",
          "Retrieve the passages of the run's index (fournil index) that best match the "
          "question, let the model answer from them in the cited-RAG format it was trained on, "
@@ -232,15 +269,12 @@ MODEL_VERBS = (
          "characters, is an error.",
          flags=(flag("question", help="the question, in French"),
                 flag("--index", help="index folder (default <run>/index)"),
-                flag("--model", help="a fournil export or checkpoint, or any transformers chat "
-                     "model folder (default <run>/export)"),
-                flag("-k", "--k", type=int, default=3, help="passages shown to the model "
-                     "(default 3)"),
+                flag("--model", help="a fournil export or checkpoint, any transformers chat "
+                     "model folder or a .gguf file (default <run>/export)"),
+                _K,
                 flag("--max-new-tokens", type=int, default=256, help="longest answer "
                      "(default 256)"),
-                flag("--unconstrained", action="store_true", help="let quotes be anything the "
-                     "model writes (by default they are constrained to be verbatim where the "
-                     "model allows it)"),
+                _UNCONSTRAINED, _ANSWER_PREFIX,
                 flag("--json", action="store_true", help="print the answer, its sources and "
                      "the passages as JSON"),
                 _DEVICE)),

@@ -49,6 +49,10 @@ class _RecipeMethods:
         for i, name in enumerate(self.stages):
             _check(name in STAGE_NAMES, f"stages[{i}]", f"unknown stage {name!r} "
                    f"({', '.join(STAGE_NAMES)})" + _renamed(name))
+        if self.runs("correct"):  # found now, not after ingest and curate have run
+            _check(bool(self.correct.model), "correct.model",
+                   "the recipe runs the correct stage: name the correction model (a model "
+                   "folder or a .gguf file)")
         if self.runs("base"):  # the shape and the tokenizer are the base model's
             _check(bool(self.base.model), "base.model",
                    "the recipe runs the base stage: name the model to start from")

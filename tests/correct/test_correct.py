@@ -17,16 +17,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from fournil.core.shards import iter_records
-from fournil.core.stage import read_manifest
+from fournil.core.stage import mismatches, read_manifest
 from fournil.core.validation import RecipeError
 from fournil.correct import pieces
 from fournil.correct.config import CorrectConfig
-from fournil.correct.stage import PAGE_CHARS, run_correct
+from fournil.correct.stage import PAGE_CHARS, CorrectManifest, run, run_correct
 from fournil.curate.config import CurateConfig
 from fournil.eval.corrector import DEFAULT
 from fournil.eval.lm import ModelSpec
 from fournil.ingest.config import SourceSpec
-from fournil.recipe import Recipe
+from fournil.recipe import Recipe, recipe_from_dict
 from fournil.stages import RunLayout, StageContext
 from fournil.text.ocr_damage import add_ocr_noise
 
@@ -120,6 +120,8 @@ def test_every_record_is_written_the_corrected_ones_with_their_provenance(
                                    for r in before.values() if r["ocr_flag"])
     assert counts["pieces_too_long"] == 0 and counts["pages_per_hour"] > 0
     assert manifest["model"]["path"] == str(tiny_chat_model_dir)
+    assert manifest["model"]["engine"] == "fournil"
+    assert mismatches(manifest, CorrectManifest) == []
     # a copy bias past any logit gap changes nothing, and says so
     copy = run_correct(curated, tmp_path / "copy", ModelSpec.parse(str(tiny_chat_model_dir)),
                        _config(margin=math.inf))
@@ -162,6 +164,29 @@ def test_bad_inputs_are_named(curated, tiny_chat_model_dir, tmp_path):
         CorrectConfig(margin=-1.0).validate("correct")
 
 
+def test_the_verb_names_the_model_from_where_it_runs_a_recipe_from_where_it_is(
+        curated, tiny_chat_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_chat_model_dir.parent)
+    layout = RunLayout(tmp_path / "run")
+    fast = {"margin": math.inf, "piece_chars": 200, "max_new_tokens": 16}  # a copy: quick
+    verb = StageContext(Recipe(name="r", correct=_config(**fast)), layout,
+                        {"model": tiny_chat_model_dir.name, "input": str(curated)})
+    # the manifest says where the model was, wherever the command ran
+    assert run(verb)["model"]["path"] == str(tiny_chat_model_dir)
+    recipe = recipe_from_dict({"name": "r", "stages": ["correct"], "correct": {
+        "model": f"../{tiny_chat_model_dir.name}", **fast}, "ingest": {"sources": [
+            {"path": "unread"}]}},
+        path=tiny_chat_model_dir.parent / "recipes" / "r.toml")
+    monkeypatch.chdir(tmp_path)
+    baked = StageContext(recipe, layout, {"input": str(curated), "out": str(tmp_path / "b")})
+    assert run(baked)["model"]["path"] == str(tiny_chat_model_dir)
+    with pytest.raises(RecipeError, match="correct.model: no correction model"):
+        run(StageContext(Recipe(name="r"), layout, {"input": str(curated)}))
+    with pytest.raises(RecipeError, match="correct.model: the recipe runs the correct stage"):
+        recipe_from_dict({"name": "r", "stages": ["correct"], "ingest": {"sources": [
+            {"path": "unread"}]}}, path=tmp_path / "r.toml")
+
+
 def test_the_defaults_are_the_measured_ones():
     config = CorrectConfig()
     assert (config.margin, config.span, config.max_change) == (
@@ -179,9 +204,18 @@ def test_the_stages_after_it_read_its_documents_when_the_recipe_runs_it(tmp_path
 
 # --- a corrector that knows what it corrects (slow: it is trained first) --------------------
 
-def test_a_trained_corrector_fixes_the_errors_it_knows(data_stages, tiny_corrector_dir,
-                                                       tmp_path):
+@pytest.mark.parametrize("engine", ["fournil", "llama.cpp"])
+def test_a_trained_corrector_fixes_the_errors_it_knows(engine, data_stages, tiny_corrector_dir,
+                                                       tmp_path, request):
+    """The same corrector as fournil's Transformer and as an f32 GGUF in llama.cpp."""
     from conftest import FRENCH, plant_ocr_errors
+
+    model = tiny_corrector_dir
+    if engine == "llama.cpp":
+        from fournil.export.gguf import export_gguf
+
+        request.getfixturevalue("llama_cpp")  # skips without llama-cpp-python
+        model = export_gguf(tiny_corrector_dir, tmp_path / "tiny-corrector.gguf", "f32")
 
     sentences = sorted(set(FRENCH))
     clean = "\n".join(sentences)
@@ -198,7 +232,9 @@ def test_a_trained_corrector_fixes_the_errors_it_knows(data_stages, tiny_correct
     flags = {r["id"]: r["ocr_flag"] for r in iter_records(layout.curate / "documents")}
     assert flags == {"mixed/damaged": True, "mixed/story": False}, flags
     manifest = run_correct(layout.curate, tmp_path / "correct",
-                           ModelSpec.parse(str(tiny_corrector_dir)), _config(piece_chars=80))
+                           ModelSpec.parse(str(model)),
+                           _config(piece_chars=80, max_new_tokens=512))
+    assert manifest["model"]["engine"] == engine
     texts = {r["id"]: r["text"] for r in iter_records(tmp_path / "correct" / "documents")}
     assert texts["mixed/damaged"] == clean  # each line a piece, each error fixed
     assert manifest["counts"]["changed"] == 1

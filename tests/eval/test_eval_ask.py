@@ -174,3 +174,25 @@ def test_quoting_lm_decodes_as_the_models_own_chat(tiny_chat_model_dir):
     assert quoting.chat(messages, 24) == lm.chat(messages, 24)
     constraint = quoting.quote_constraint(dict(sources))
     assert isinstance(quoting.chat(messages, 24, constraint=constraint), str)
+
+
+def test_an_answer_prefix_opens_a_verbatim_quote(tiny_chat_model_dir):
+    """With '<ref name="' as the prefix (fournil ask --answer-prefix), the answer starts with
+    it and, constrained, whatever this random model writes next is a verbatim quote of a
+    source (or its closing): the quote constraint saw the prefix."""
+    from fournil.eval.ask import QuotingLM
+    from fournil.eval.lm import load_lm
+    from fournil.formats.citations import parse_citations
+    from fournil.formats.prompts import rag_messages
+
+    lm = load_lm(tiny_chat_model_dir)
+    quoting = QuotingLM(lm, prefix='<ref name="')
+    sources = [("1", "Il vint hier de Poitiers."), ("2", "Le brick La Jeune-Hardie.")]
+    answer = quoting.chat(rag_messages("D'où vient Dorante ?", sources), 24,
+                          constraint=quoting.quote_constraint(dict(sources)))
+    assert answer.startswith('<ref name="')
+    citations = parse_citations(answer)
+    assert citations, answer
+    texts = dict(sources)
+    for citation in citations:
+        assert citation.quote in texts[citation.source_id], answer

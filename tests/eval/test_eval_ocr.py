@@ -58,6 +58,15 @@ def test_rates_per_subset_and_shares_by_hand(icdar_folder):
     assert both["worse"] == both["better"] == 0.5
 
 
+def test_every_nth_piece_keeps_every_file(icdar_folder):
+    pairs = ocr.read_icdar(icdar_folder, max_chars=6)  # 3 pieces a file
+    sample = ocr.every_nth_piece(pairs, 2)
+    files = {p.id.rsplit(":", 1)[0] for p in pairs}
+    assert {p.id.rsplit(":", 1)[0] for p in sample} == files  # piece 0 of each file
+    assert [p.id for p in sample] == [p.id for p in pairs if int(p.id.split(":")[-1]) % 2 == 0]
+    assert len(sample) < len(pairs)
+
+
 def test_a_pass_per_subset_with_a_real_model(icdar_folder, tiny_chat_model_dir):
     """An infinite copy bias copies: every rate after equals the rate before."""
     lm = load_lm(tiny_chat_model_dir)
@@ -119,7 +128,8 @@ def test_task_options(tmp_path):
                           ("copy?copy", "unknown option 'copy'"),
                           ("ocr:x?margin=big", "margin='big': expected float"),
                           ("ocr:x?margin=-1", "copy bias"),
-                          ("ocr:x?span=2", "give a margin too")):
+                          ("ocr:x?span=2", "give a margin too"),
+                          ("ocr:x?every=0", "every=0: expected a whole number")):
         with pytest.raises(ValueError, match=message):
             parse_task(spec)
     EvalConfig(tasks=["ocr?copy", "ocr:data/icdar?shots=2"]).validate("eval")

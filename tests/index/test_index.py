@@ -112,14 +112,18 @@ def test_a_missing_index_names_the_folder_and_the_fix(tmp_path):
 
 
 def test_a_half_built_index_is_never_opened(copy_of):
-    # what an interrupted stage leaves: its work folder, without the index.json written last
+    # what an interrupted stage leaves: its work folder, index.json written or not
     partial = copy_of.with_name("index.partial")
     copy_of.rename(partial)
     with pytest.raises(FileNotFoundError, match=r"index\.partial is a build that is running"):
         open_index(copy_of)
-    (partial / MANIFEST).unlink()
-    with pytest.raises(BadIndexError, match="not a complete passage index"):
+    with pytest.raises(BadIndexError, match=r"index\.partial: a build's work folder .*use "
+                       f"{copy_of}"):
         open_index(partial)
+    (partial / MANIFEST).unlink()  # a folder without the index.json written last
+    partial.rename(copy_of)
+    with pytest.raises(BadIndexError, match="not a complete passage index"):
+        open_index(copy_of)
 
 
 def test_an_index_of_another_version_or_analyzer_is_refused(copy_of):

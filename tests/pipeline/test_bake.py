@@ -81,6 +81,12 @@ def test_post_training_is_exported_and_reported(smoke_bake):
     assert f"{c['kept']:,} of {c['read']:,} chats kept by data selection" in card
     for task, chats in sft["data"]["by_task"].items():
         assert f"| {task} | {chats} |" in card
+    # by the source of each chat's seed document, as the smoke corpus's ids name them
+    by_source = sft["data"]["by_source"]
+    assert sum(by_source.values()) == sum(sft["data"]["by_task"].values())
+    assert set(by_source) <= set(read_manifest(layout.tokens)["counts"]["train"]["by_source"])
+    for source, chats in by_source.items():
+        assert f"| {source} | {chats} |" in card
     cer_after = report["results"][1]["tasks"]["ocr"]["cer_after"]
     assert f"cer_after {cer_after:.4f}" in card
 

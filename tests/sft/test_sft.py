@@ -26,6 +26,7 @@ from fournil.train.chats import (
     inputs_and_targets,
     pack,
     read_chats,
+    scored_subset,
 )
 from fournil.train.checkpoint import final_checkpoint, list_checkpoints
 from fournil.train.config import LoRAConfig
@@ -149,6 +150,14 @@ def test_reader_rejects_malformed_rows_with_file_and_row(tmp_path):
     assert "message 0" in rejected[1].detail
     with pytest.raises(FileNotFoundError, match="nowhere"):
         read_chats([tmp_path / "nowhere"])
+
+
+def test_the_held_out_loss_is_scored_on_a_seeded_subset_in_order():
+    held = [f"chat-{i}" for i in range(10)]
+    subset = scored_subset(held, 4, seed=1)
+    assert len(subset) == 4 and subset == sorted(subset, key=held.index)  # their own order
+    assert subset == scored_subset(held, 4, seed=1) != scored_subset(held, 4, seed=2)
+    assert scored_subset(held, 0, seed=1) == held == scored_subset(held, 10, seed=1)
 
 
 def test_sft_learns_and_reports_selection(base_dir, tmp_path):

@@ -41,6 +41,7 @@ from fournil.correct import pieces as cut
 from fournil.correct.config import CorrectConfig
 from fournil.eval.corrector import Correction, Corrector
 from fournil.eval.lm import LanguageModel, ModelSpec, load_lm
+from fournil.model.hf import is_fournil_model
 
 log = logging.getLogger("fournil")
 
@@ -64,9 +65,16 @@ class CorrectCounts(TypedDict):
     pages_per_hour: float
 
 
+class CorrectionModel(TypedDict):
+    label: str
+    path: str  # absolute
+    engine: str  # what ran it: fournil, transformers or llama.cpp
+    sha256: str  # of its files (hash_files)
+
+
 class CorrectManifest(Manifest):
     counts: CorrectCounts
-    model: dict  # label, path, engine, sha256 of its files
+    model: CorrectionModel
     corrected_by: str  # what `ocr_corrected_by` says
 
 
@@ -79,10 +87,22 @@ def run(ctx: Context) -> CorrectManifest | None:
         raise RecipeError("correct.model: no correction model (a model folder or a .gguf "
                           "file); set it in the recipe or pass --model")
     spec = ModelSpec.parse(model)
-    if not ctx.option("model"):  # recipe paths are relative to the recipe
-        spec = dataclasses.replace(spec, path=ctx.recipe.resolve(str(spec.path)))
+    # recipe paths are relative to the recipe, the verb's to where it runs; the manifest
+    # records the model wherever the command ran
+    path = spec.path.absolute() if ctx.option("model") else ctx.recipe.resolve(str(spec.path))
+    spec = dataclasses.replace(spec, path=path)
     return run_correct(ctx.folder("curate", "input"), ctx.out("correct"), spec, config,
                        stop_after=ctx.option("stop_after"))
+
+
+def engine_of(spec: ModelSpec) -> str:
+    """What `load_lm` runs the model with, for the manifest (read off the files, so that a
+    run resumed with nothing left to correct says it too)."""
+    if spec.path.suffix == ".gguf":
+        return "llama.cpp"
+    if spec.engine == "auto":
+        return "fournil" if is_fournil_model(spec.path) else "transformers"
+    return "transformers" if spec.engine == "hf" else spec.engine
 
 
 def model_files(path: Path) -> list[Path]:
@@ -109,9 +129,11 @@ def plan_chunks(documents: Path, chunk_chars: int) -> list[tuple[str, int, int]]
 
 
 def run_correct(curate_dir: Path, out_dir: Path, spec: ModelSpec, config: CorrectConfig,
-                stop_after: int | None = None) -> CorrectManifest | None:
+                stop_after: int | None = None, lm: LanguageModel | None = None
+                ) -> CorrectManifest | None:
     """The stage into `out_dir`. `stop_after`: make at most that many chunks and return None
-    (the next call resumes), as a kill would."""
+    (the next call resumes), as a kill would. `lm`: the model of `spec`, already loaded (a
+    bench that sets its threads, or runs several stages with it, loads it once)."""
     documents = Path(curate_dir) / "documents"
     shards = shard_paths(documents)
     schema = pq.read_schema(shards[0]) if shards else None
@@ -135,9 +157,9 @@ def run_correct(curate_dir: Path, out_dir: Path, spec: ModelSpec, config: Correc
     todo = [(i, c) for i, c in enumerate(plan) if not (chunk_dir / _chunk_name(i)).exists()]
     if stop_after is not None:
         todo = todo[:stop_after]
-    log.info("correct: %d chunks (%d to do) with %s", len(plan), len(todo), spec.path)
+    log.info("correct: %d chunks, %d left to make, with %s", len(plan), len(todo), spec.path)
     if todo:
-        lm = load_lm(spec, config.device)
+        lm = lm or load_lm(spec, config.device)
         corrector = Corrector(lm, _correction(config), max_new_tokens=config.max_new_tokens)
         out_schema = _with_provenance(schema)
         flagged_chars = sum(_flagged_chars(documents / shard, start, n)
@@ -153,9 +175,9 @@ def run_correct(curate_dir: Path, out_dir: Path, spec: ModelSpec, config: Correc
         return None  # stopped early: the next call resumes
     counts = _gather(work, chunk_dir, len(plan))
     shutil.rmtree(chunk_dir)
-    return stage.finish(counts, model={"label": spec.label, "path": str(spec.path),
-                                       "engine": spec.engine, "sha256": model_hash},
-                        corrected_by=corrected_by)
+    model = CorrectionModel(label=spec.label, path=str(spec.path.absolute()),
+                            engine=engine_of(spec), sha256=model_hash)
+    return stage.finish(counts, model=model, corrected_by=corrected_by)
 
 
 def _correction(config: CorrectConfig) -> Correction:
@@ -265,8 +287,3 @@ def _gather(work: Path, chunk_dir: Path, n_chunks: int) -> CorrectCounts:
             "flagged_chars": total["flagged_chars"], "pages": round(pages, 2),
             "seconds": round(seconds, 1),
             "pages_per_hour": round(3600 * pages / seconds, 1) if seconds else 0.0}
-
-
-def corrector_for(lm: LanguageModel, config: CorrectConfig) -> Corrector:
-    """The corrector `fournil correct` uses, for a model already loaded (the bench)."""
-    return Corrector(lm, _correction(config), max_new_tokens=config.max_new_tokens)

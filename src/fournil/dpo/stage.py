@@ -49,6 +49,7 @@ from fournil.train.chats import (
     held_out,
     parse_messages,
     readable_rows,
+    scored_subset,
 )
 from fournil.train.checkpoint import (
     list_checkpoints,
@@ -224,7 +225,8 @@ def run_dpo(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: DPOC
     write_rejected(work / "rejected.parquet", rejected)
     is_eval = held_out(kept, cfg.eval_fraction, seed)  # Pair has the `split` held_out reads
     train = [e for e, held in zip(encoded, is_eval, strict=True) if not held]
-    evals = [e for e, held in zip(encoded, is_eval, strict=True) if held]
+    evals = scored_subset([e for e, held in zip(encoded, is_eval, strict=True) if held],
+                          cfg.eval_max_chats, seed)
     if not train:
         raise ValueError(f"dpo: no pair left to train on ({read} read, rejected: "
                          f"{dict(Counter(r.reason for r in rejected))})")

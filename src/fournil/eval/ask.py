@@ -125,10 +125,12 @@ class QuotingLM:
     constrained to be verbatim (`fournil.formats.quote_constraint`). Both ways go through
     the same greedy loop over the model's cached forward pass (`LanguageModel.new_scorer`),
     so constrained and unconstrained answers differ by the constraint alone. The token trie
-    is built once per model, on the first constrained answer (~0.3 s for 49k tokens)."""
+    is built once per model, on the first constrained answer (~0.3 s for 49k tokens).
+    `prefix` starts every answer as if the model had written it (`fournil ask
+    --answer-prefix`: '<ref name="' opens a quote for a model not tuned on cited answers)."""
 
-    def __init__(self, lm: LanguageModel) -> None:
-        self.lm = lm
+    def __init__(self, lm: LanguageModel, prefix: str = "") -> None:
+        self.lm, self.prefix = lm, prefix
         self._trie: TokenTrie | None = None
         self._scorer = None  # kept: the instruction every prompt starts with is read once
         # an engine without a cached forward pass answers with its own greedy chat, unconstrained
@@ -146,8 +148,15 @@ class QuotingLM:
     def chat(self, messages: Sequence[dict], max_new_tokens: int,
              constraint: QuoteConstraint | None = None) -> str:
         if not self.can_constrain:
+            if self.prefix:
+                raise ValueError(f"{self.lm.name}: an answer prefix needs an engine with a "
+                                 "cached forward pass (fournil, transformers, llama.cpp)")
             return self.lm.chat(messages, max_new_tokens)
-        ids = self.lm.chat_ids(messages)
+        prefix = self.lm.encode(self.prefix) if self.prefix else []
+        if constraint is not None:
+            for token in prefix:
+                constraint.advance(token)
+        ids = self.lm.chat_ids(messages) + prefix
         if len(ids) >= self.lm.max_len:
             raise PromptTooLong(f"a chat of {len(ids)} tokens leaves no room to answer in "
                                 f"{self.lm.max_len}")
@@ -165,7 +174,7 @@ class QuotingLM:
             if token in self.lm.stop_ids:
                 break
             logits = scorer.feed([token])[-1]
-        return self.lm.decode(out)
+        return self.prefix + self.lm.decode(out)
 
 
 def gold_rank(question: Question, retriever: Retriever, depth: int = max(RANKS)) -> int | None:

@@ -9,6 +9,7 @@ llama.cpp's token count (its next `eval` drops the cache past it).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,9 +59,14 @@ class LlamaCppLM(LanguageModel):
             raise FileNotFoundError(f"{self.path}: no such GGUF file")
         self.name = name or str(path)
         self.device = torch.device("cpu")
+        # llama-cpp-python's default is half the host's cores for one-token steps: give it
+        # the cores this process may use, as torch takes them, for both kinds of pass
+        threads = threads or len(os.sched_getaffinity(0))
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
-                                   n_batch=512, logits_all=True, verbose=False)
-        self.model = self.llm  # what the harness counts parameters of
+                                   n_threads_batch=threads, n_batch=512, logits_all=True,
+                                   verbose=False)
+        self.model = self.llm
+        self.n_parameters = int(llama_cpp.llama_model_n_params(self.llm.model))
         self.max_len = n_ctx
         metadata = self.llm.metadata
         add_bos = metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"

@@ -65,7 +65,7 @@ class Pair:
 
 
 # task options (`ocr:PATH?shots=3&copy`, see fournil.eval.tasks)
-OPTIONS = ("copy", "margin", "span", "max_change", "shots", "shots_from")
+OPTIONS = ("copy", "margin", "span", "max_change", "shots", "shots_from", "every")
 
 
 def correction_from_options(options: dict[str, str]) -> Correction:
@@ -176,6 +176,13 @@ def read_icdar(path: str | Path, max_chars: int = 400) -> list[Pair]:
             if clean:
                 pairs.append(Pair(f"{name}:{k}", noisy, clean, "" if subset == "." else subset))
     return pairs
+
+
+def every_nth_piece(pairs: Sequence[Pair], n: int) -> list[Pair]:
+    """Piece 0, n, 2n, ... of each file (ids `<file>:<piece>`): every file is still seen."""
+    if n < 1:
+        raise ValueError(f"every={n}: expected a whole number >= 1")
+    return [p for p in pairs if int(p.id.rsplit(":", 1)[1]) % n == 0]
 
 
 def summarize(items: Sequence[dict]) -> dict:

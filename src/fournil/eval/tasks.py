@@ -27,6 +27,8 @@ Options follow the path as a query string. OCR takes (`fournil.eval.ocr.OPTIONS`
     span=N           a departure from the input rewrites at most N words
     max_change=C     the confidence rule: keep the input where the answer changes more than C
                      of its characters (none: off)
+    every=N          one piece in N of each file (its first, then every Nth): a pass over
+                     every file at 1/N of the cost, for a slow baseline
 
 e.g. `ocr:data/icdar?shots=3`, `ocr:data/icdar?copy&max_change=none`. With `--report DIR`,
 OCR answers are recorded in DIR/journal/ as they come, and a pass started again resumes.
@@ -88,7 +90,8 @@ class Task:
         return dict(self.options)
 
 
-TASK_OPTIONS = {"ocr": ocr.OPTIONS}  # the options each kind takes
+# the options each kind takes; ask's prefix starts every answer (fournil ask --answer-prefix)
+TASK_OPTIONS = {"ocr": ocr.OPTIONS, "ask": ("prefix",)}
 
 
 @dataclass
@@ -132,6 +135,7 @@ def parse_task(spec: str, resolve: Callable[[str], Path] = Path) -> Task:
     if kind == "ocr":
         try:
             ocr.correction_from_options(dict(options))
+            ocr.every_nth_piece([], int(dict(options).get("every", 1)))
         except ValueError as e:
             raise ValueError(f"task {spec!r}: {e}") from None
     return Task(kind, resolve(path) if path else None, options)
@@ -239,9 +243,10 @@ def load_data(task: Task, settings: EvalSettings) -> list:
             return ask.questions_from_samples(read_synth_samples(path, "rag"))[:n]
         return ask.read_questions(path)[:n]
     if task.kind == "ocr":
+        every = int(task.option.get("every", 1))
         if _is_synth(path):
-            return ocr.pairs_from_samples(read_synth_samples(path, "ocr"))[:n]
-        return ocr.read_icdar(path)[:n]
+            return ocr.pairs_from_samples(read_synth_samples(path, "ocr"))[::every][:n]
+        return ocr.every_nth_piece(ocr.read_icdar(path), every)[:n]
     return rag.items_from_samples(read_synth_samples(path, "rag"))[:n]
 
 
@@ -259,7 +264,8 @@ def score_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
     if task.kind == "copy":
         return copying.evaluate_copying(lm, data, settings.batch_tokens)
     if task.kind == "ask":
-        return ask.evaluate_ask(ask.QuotingLM(lm), open_index(_stage(settings, "index")), data,
+        model = ask.QuotingLM(lm, task.option.get("prefix", ""))
+        return ask.evaluate_ask(model, open_index(_stage(settings, "index")), data,
                                 max_new_tokens=settings.max_new_tokens)
     return rag.evaluate_rag(lm, data, settings.max_new_tokens)
 
@@ -335,5 +341,7 @@ def evaluate(models: Sequence[str | ModelSpec], tasks: Sequence[Task],
 
 
 def _parameters(lm) -> int:
+    if hasattr(lm, "n_parameters"):  # an engine that is not a torch module counts its own
+        return lm.n_parameters
     model: torch.nn.Module = lm.model
     return sum(p.numel() for p in model.parameters())

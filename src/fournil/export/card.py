@@ -60,6 +60,9 @@ def _post_training_section(manifests: RunManifests) -> str | None:
         parts.append(table(("task", "training chats"), sorted(data["by_task"].items())))
         parts.append(table(("license", "training chats"),
                             sorted(data["by_license"].items())))
+        if "by_source" in data:  # manifests written before it was counted lack it
+            parts.append(table(("source of the seed document", "training chats"),
+                               sorted(data["by_source"].items())))
     if dpo := manifests.get("dpo"):
         parts.append(f"Preference tuning (DPO): {dpo['counts'].get('steps', 0):,} steps.")
     if (report := manifests.get("report")) and report["results"]:

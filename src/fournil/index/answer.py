@@ -160,7 +160,7 @@ def generate_answer(model: ChatModel, messages: list[dict], sources: Mapping[str
 
     The hook for constrained decoding: a model that can build a constraint over these
     sources (`quote_constraint(sources)`, from its token trie: `fournil.eval.ask.QuotingLM`,
-    `fournil.serve.ask.ServedChatModel`) gets it through `chat(..., constraint=...)`; any
+    `fournil.serve.answerer.ServedChatModel`) gets it through `chat(..., constraint=...)`; any
     other model (or one whose `quote_constraint` gives None) answers unconstrained, and the
     answer says so (`constrained: false`) rather than claiming quotes it did not enforce."""
     build = getattr(model, "quote_constraint", None) if constrained else None

@@ -7,8 +7,8 @@ built it. So `index.json` records a format version, the analyzer's id, the libra
 versions and the sha256 of every file, and `open_index` checks all of it before anything is
 searched: an index from another format or analyzer, a missing or changed file, or a folder
 without `index.json` (a build that never finished) is an error naming the folder, the file
-and what is wrong, never a silently wrong answer. Hashing the ~5 MB of the bundled corpus's
-index takes ~10 ms.
+and what is wrong, never a silently wrong answer; so is a stage's `<dir>.partial/` work
+folder, whatever it holds. Hashing the ~5 MB of the bundled corpus's index takes ~10 ms.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def read_index_manifest(folder: Path) -> dict:
                 if partial.exists() else "")
         raise FileNotFoundError(f"{folder}: no passage index here{hint}; build one with "
                                 "`fournil index`")
+    if folder.name.endswith(".partial"):
+        # the stage's work folder: even with index.json in it, the build may not be over (its
+        # manifest is written and the folder renamed after)
+        raise BadIndexError(f"{folder}: a build's work folder (running or interrupted), not a "
+                            f"passage index; use {folder.with_name(folder.name[:-8])} once "
+                            "`fournil index` has finished")
     path = folder / MANIFEST
     if not path.is_file():
         raise BadIndexError(f"{folder}: not a complete passage index (no {MANIFEST}, which is "

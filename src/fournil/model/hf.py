@@ -14,9 +14,10 @@ from fournil.model.transformer import FORMAT_KEY
 
 
 def is_fournil_model(path: str | Path) -> bool:
-    """A fournil checkpoint (our config.json) or export (our ChatML template): the folders
-    `ServedModel` serves. Anything else goes through transformers, our tokenizer's folder with
-    another architecture's config too (a Llama trained on it is no shape our Transformer reads)."""
+    """A fournil checkpoint (our config.json), export (our ChatML template) or a model made
+    from an imported base (its lineage.json): the folders `ServedModel` serves. Anything else
+    goes through transformers, our tokenizer's folder with another architecture's config too
+    (a Llama trained on it is no shape our Transformer reads)."""
     path = Path(path)
     if not path.is_dir():
         return False
@@ -24,6 +25,8 @@ def is_fournil_model(path: str | Path) -> bool:
     data = json.loads(config.read_text(encoding="utf-8")) if config.exists() else {}
     if FORMAT_KEY in data:
         return True
+    if (path / "lineage.json").exists():  # an open base fournil took in, or a model made from
+        return True  # one: its family's config, which fournil's Transformer reads
     if data.get("model_type", "qwen3") != "qwen3":
         return False
     tokenizer_config = path / "tokenizer_config.json"

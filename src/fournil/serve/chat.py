@@ -4,6 +4,14 @@ The whole conversation is the prompt of each reply (oldest turns are dropped whe
 longer fits the context, the system prompt never). Replies stream as they are generated;
 Ctrl-C stops a reply, not the session; `/reset` forgets the conversation, `/exit` or Ctrl-D
 leaves.
+
+With a passage index (`fournil chat --index DIR`), each message is a question answered as
+`fournil ask` answers it, by the same code (`ask`: `fournil.serve.answerer.answer_from_index`)
+and printed as it prints it (`fournil.index.answer.render_text`: the answer, then each cited
+source with its title, author, date, license and quote), or its refusal. Each question stands
+alone, as the synth RAG task the model was tuned on has one question per prompt, and
+retrieval has only the question's words to go on. The answer is printed whole, not streamed:
+an answer that cites no passage is replaced by the refusal, which is only known at its end.
 """
 
 from __future__ import annotations
@@ -12,9 +20,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+from fournil.index.answer import Answer, QuestionError, render_text
 from fournil.serve.engine import Sampling, ServedModel
 
 HELP = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply"
+ASK_HELP = ("each question is answered from the index on its own, with its sources; "
+            "/exit (or Ctrl-D) leaves, Ctrl-C stops an answer")
 
 
 def _write(text: str) -> None:
@@ -42,13 +53,32 @@ def fit_history(served: ServedModel, messages: list[dict], max_tokens: int
     return ids, kept, room
 
 
+def answer_question(ask: Callable[[str], Answer], question: str,
+                    write: Callable[[str], None]) -> Answer | None:
+    """`question` answered by `ask` and printed as `fournil ask` prints it; a question that
+    cannot be asked (too long) is said so, and Ctrl-C stops the answer, not the session."""
+    try:
+        result = ask(question)
+    except QuestionError as e:
+        write(f"(not asked: {e})\n")
+        return None
+    except KeyboardInterrupt:
+        write("\n(stopped)\n")
+        return None
+    write(f"bot> {render_text(result)}\n")
+    return result
+
+
 def chat_loop(served: ServedModel, sampling: Sampling, system: str | None = None,
-              read: Callable[[str], str] = input, write: Callable[[str], None] = _write
-              ) -> list[dict]:
-    """Runs the conversation until /exit or end of input; returns its messages."""
+              read: Callable[[str], str] = input, write: Callable[[str], None] = _write,
+              ask: Callable[[str], Answer] | None = None) -> list[dict]:
+    """Runs the conversation until /exit or end of input; returns its messages. With `ask`,
+    each message is a question it answers from an index (module docstring), and none is
+    kept."""
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
-    write(f"{served.name} ({served.max_seq_len} tokens of context). {HELP}\n")
+    usage = HELP if ask is None else ASK_HELP
+    write(f"{served.name} ({served.max_seq_len} tokens of context). {usage}\n")
     while True:
         try:
             line = read("you> ")
@@ -56,7 +86,7 @@ def chat_loop(served: ServedModel, sampling: Sampling, system: str | None = None
             write("\n")
             return messages
         except KeyboardInterrupt:
-            write(f"\n({HELP})\n")
+            write(f"\n({usage})\n")
             continue
         command = line.strip()
         if not command:
@@ -68,7 +98,10 @@ def chat_loop(served: ServedModel, sampling: Sampling, system: str | None = None
             write("(conversation forgotten)\n")
             continue
         if command.startswith("/"):
-            write(f"(unknown command {command}; {HELP})\n")
+            write(f"(unknown command {command}; {usage})\n")
+            continue
+        if ask is not None:
+            answer_question(ask, line, write)
             continue
         messages.append({"role": "user", "content": line})
         try:

@@ -38,12 +38,14 @@ from fournil.sft.config import SFTConfig
 from fournil.sft.select import Judge, SelectionReport, select_chats
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import (
+    IGNORE,
     Packed,
     encode_chat,
     held_out,
     inputs_and_targets,
     pack,
     read_chats,
+    scored_subset,
 )
 from fournil.train.checkpoint import (
     list_checkpoints,
@@ -52,6 +54,7 @@ from fournil.train.checkpoint import (
 )
 from fournil.train.metrics import MetricsLog
 from fournil.train.muon import make_optimizer
+from fournil.train.objective import kept_positions_loss
 from fournil.train.post import (
     ChatProvenance,
     load_policy,
@@ -99,12 +102,25 @@ class EpochRows:
         return np.stack(ids), np.stack(mask)
 
 
+def trim_dead_tail(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets cut after the batch's last kept target. Attention is causal, so no
+    target reads a later position: the positions after the last one (the padding that ends
+    the packed rows: a quarter of a batch of 4 OCR-correction rows) change neither the loss
+    nor its gradients, and need not be computed. One column is kept when there is no target,
+    so that the loss is a 0 that backward still accepts."""
+    kept = np.flatnonzero((y != IGNORE).any(axis=0))
+    end = int(kept[-1]) + 1 if len(kept) else 1
+    return x[:, :end], y[:, :end]
+
+
 def sft_loss_sums(model: Transformer, ids: np.ndarray, mask: np.ndarray,
                   device: torch.device) -> tuple[torch.Tensor, int]:
-    """(sum of the cross-entropy over the assistant tokens of these rows, their number)."""
-    x, y = inputs_and_targets(ids, mask)
+    """(sum of the cross-entropy over the assistant tokens of these rows, their number),
+    computed where it can count: up to the last target (`trim_dead_tail`), the head on the
+    targets' positions only (`kept_positions_loss`)."""
+    x, y = trim_dead_tail(*inputs_and_targets(ids, mask))
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    return model.loss(x, y, reduction="sum"), int((y != -100).sum())
+    return kept_positions_loss(model, x, y, reduction="sum"), int((y != IGNORE).sum())
 
 
 @torch.no_grad()
@@ -187,8 +203,9 @@ def run_sft(data: Sequence[str | Path], base_dir: Path, out_dir: Path, cfg: SFTC
     if not train:
         raise ValueError(f"sft: no chat left to train on ({selection.report()}); see "
                          f"{work / 'rejected.parquet'}")
-    eval_rows = pack([e for e, held in zip(selection.kept_tokens, is_eval, strict=True)
-                      if held], cfg.seq_len, encoder.pad_id)
+    eval_rows = pack(scored_subset([e for e, held in zip(selection.kept_tokens, is_eval,
+                                                         strict=True) if held],
+                                   cfg.eval_max_chats, seed), cfg.seq_len, encoder.pad_id)
     rows = EpochRows(train, cfg.seq_len, encoder.pad_id, seed)
 
     torch.manual_seed(seed)  # LoRA's initialisation and dropout

@@ -151,6 +151,7 @@ class PostTrainConfig(TrainLoopConfig):
     base: str | None = None  # a checkpoint folder; unset: the run's stage before
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     eval_fraction: float = 0.05  # held out when the data has no split == "eval" rows
+    eval_max_chats: int = 0  # the held-out loss over at most this many of them (0: all)
 
     def validate(self, key: str) -> None:
         super().validate(key)
@@ -159,6 +160,7 @@ class PostTrainConfig(TrainLoopConfig):
         check(self.base is None or self.base.strip() != "", f"{key}.base",
               "must be a folder path, or left out")
         check(0 <= self.eval_fraction < 0.5, f"{key}.eval_fraction", "must be in [0, 0.5)")
+        check(self.eval_max_chats >= 0, f"{key}.eval_max_chats", "must be >= 0 (0: all)")
         self.lora.validate(f"{key}.lora")
         check(not (self.lora.rank and self.optimizer.name == "muon"), f"{key}.optimizer.name",
               "adamw with LoRA (Muon orthogonalises whole matrices, not low-rank factors)")

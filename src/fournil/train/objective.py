@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fournil.model.linear_ce import linear_cross_entropy
+from fournil.model.linear_ce import IGNORE_INDEX, linear_cross_entropy
 from fournil.model.mtp import MTPHeads
-from fournil.model.transformer import Transformer
+from fournil.model.transformer import Transformer, cross_entropy
 from fournil.train.config import DistillConfig
 from fournil.train.distill import distillation_loss
 
@@ -50,3 +50,20 @@ class PretrainObjective(nn.Module):
             loss = loss + self.mtp_weight * mtp_loss
             parts["mtp"] = mtp_loss.detach()
         return loss, parts
+
+
+def kept_positions_loss(model: Transformer, input_ids: torch.Tensor, targets: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
+    """`model.loss(input_ids, targets, reduction)` ("mean" or "sum") with the LM head run on
+    the kept targets' hidden states alone.
+
+    Fine-tuning masks most positions (prompts and padding: three in four of the OCR-correction
+    chats' positions), and the head over a 49,152-entry vocabulary is a fifth of a SmolLM2
+    LoRA step's FLOPs, so the kept positions are gathered before the head: the loss is the
+    same sum, and a masked position's hidden state gets the zero gradient it got before."""
+    hidden = model.hidden_states(input_ids)
+    keep = targets != IGNORE_INDEX
+    hidden, targets = hidden[keep], targets[keep]
+    if type(model.lm_head) is not nn.Linear:  # an adapter wrapped around the head must run
+        return cross_entropy(model.lm_head(hidden), targets, reduction)
+    return linear_cross_entropy(hidden, model.lm_head.weight, targets, reduction)

@@ -143,15 +143,18 @@ def write_rejected(path: Path, rejected: Sequence[Rejected]) -> None:
 class ChatProvenance(TypedDict):
     by_task: dict[str, int]  # training chats per synth task (or "?")
     by_license: dict[str, int]  # training chats per license
+    by_source: dict[str, int]  # training chats per source of their seed document (or "None")
 
 
 def provenance_counts(chats: Sequence[Chat]) -> ChatProvenance:
-    """Chats per task and per license: what the model card reports of the tuning data."""
+    """Chats per task, per license and per seed document's source: what the model card
+    reports of the tuning data."""
     def count(values: list) -> dict:
         names, n = np.unique(np.array([str(v) for v in values]), return_counts=True)
         return {str(k): int(v) for k, v in zip(names, n, strict=True)}
     return {"by_task": count([c.task for c in chats]),
-            "by_license": count([c.license for c in chats])}
+            "by_license": count([c.license for c in chats]),
+            "by_source": count([c.source for c in chats])}
 
 
 def post_training_stage(name: str, data: Sequence[str | Path], base_dir: Path, out_dir: Path,
