@@ -63,6 +63,25 @@ def tiny_tokenizer_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def base_dir(tiny_tokenizer_dir, tmp_path_factory):
+    """A randomly initialised 2-layer model with the real tokenizer: the base checkpoint the
+    SFT and DPO tests start from (never written to)."""
+    import torch
+
+    from fournil.model.config import TransformerConfig
+    from fournil.model.transformer import Transformer
+
+    directory = tmp_path_factory.mktemp("base")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_tokenizer_dir / name, directory / name)
+    torch.manual_seed(0)
+    Transformer(TransformerConfig(vocab_size=320, hidden_size=32, num_layers=2, num_heads=4,
+                                  num_kv_heads=2, head_dim=8, intermediate_size=64,
+                                  max_seq_len=128)).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_model_dir(tiny_tokenizer_dir, tmp_path_factory):
     """A real fournil export (HF config, safetensors, the tokenizer with its ChatML template)
     of a random 2-layer Transformer, named `tiny-fournil` (the folder's name): a chat model

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ import torch
 from fournil.dpo.config import DPOConfig
 from fournil.dpo.stage import answer_logps, dpo_loss, read_pairs, run_dpo
 from fournil.formats.chatml import ChatEncoder
-from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
 from fournil.tokenizer.train import load_tokenizer
 from fournil.train.chats import encode_response
@@ -25,18 +23,6 @@ PAIRS = [("Que fait la boulangère ?", "Elle pétrit la pâte.", "Elle dort."),
          ("Qui vient au village ?", "Les enfants du village.", "Personne."),
          ("Que vendait-elle ?", "Des croissants tièdes.", "Des chaussures."),
          ("Quand enfournait-elle ?", "Avant l'aube.", "Jamais.")]
-
-
-@pytest.fixture(scope="module")
-def base_dir(tiny_tokenizer_dir, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("base")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_tokenizer_dir / name, directory / name)
-    torch.manual_seed(0)
-    Transformer(TransformerConfig(vocab_size=320, hidden_size=32, num_layers=2, num_heads=4,
-                                  num_kv_heads=2, head_dim=8, intermediate_size=64,
-                                  max_seq_len=128)).save(directory)
-    return directory
 
 
 def write_pairs(path):

@@ -168,7 +168,6 @@ def test_quoting_lm_decodes_as_the_models_own_chat(tiny_chat_model_dir):
 
     lm = load_lm(tiny_chat_model_dir)
     quoting = QuotingLM(lm)
-    assert quoting.can_constrain
     sources = [("1", "Il vint hier de Poitiers."), ("2", "Le brick La Jeune-Hardie.")]
     messages = rag_messages("D'où vient Dorante ?", sources)
     assert quoting.chat(messages, 24) == lm.chat(messages, 24)

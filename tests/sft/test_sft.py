@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,6 @@ import pytest
 import torch
 
 from fournil.formats.chatml import ChatEncoder
-from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
 from fournil.sft.config import SelectConfig, SFTConfig
 from fournil.sft.stage import run_sft
@@ -36,19 +34,6 @@ QA = [("Que fait la boulangère ?", "Elle pétrit la pâte."),
       ("Que vendait-elle ?", "Des croissants tièdes."),
       ("Quand enfournait-elle ?", "Avant l'aube."),
       ("Où est le village ?", "Au bord de la mer.")]
-
-
-@pytest.fixture(scope="module")
-def base_dir(tiny_tokenizer_dir, tmp_path_factory):
-    """A randomly initialised 2-layer model with the real tokenizer: a base checkpoint."""
-    directory = tmp_path_factory.mktemp("base")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_tokenizer_dir / name, directory / name)
-    torch.manual_seed(0)
-    Transformer(TransformerConfig(vocab_size=320, hidden_size=32, num_layers=2, num_heads=4,
-                                  num_kv_heads=2, head_dim=8, intermediate_size=64,
-                                  max_seq_len=128)).save(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

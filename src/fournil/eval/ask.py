@@ -133,12 +133,8 @@ class QuotingLM:
         self.lm, self.prefix = lm, prefix
         self._trie: TokenTrie | None = None
         self._scorer = None  # kept: the instruction every prompt starts with is read once
-        # an engine without a cached forward pass answers with its own greedy chat, unconstrained
-        self.can_constrain = type(lm).new_scorer is not LanguageModel.new_scorer
 
-    def quote_constraint(self, sources: Mapping[str, str]) -> QuoteConstraint | None:
-        if not self.can_constrain:
-            return None
+    def quote_constraint(self, sources: Mapping[str, str]) -> QuoteConstraint:
         if self._trie is None:
             # a transformers tokenizer wraps the `tokenizers` one the trie reads
             tokenizer = getattr(self.lm.tokenizer, "backend_tokenizer", self.lm.tokenizer)
@@ -147,11 +143,6 @@ class QuotingLM:
 
     def chat(self, messages: Sequence[dict], max_new_tokens: int,
              constraint: QuoteConstraint | None = None) -> str:
-        if not self.can_constrain:
-            if self.prefix:
-                raise ValueError(f"{self.lm.name}: an answer prefix needs an engine with a "
-                                 "cached forward pass (fournil, transformers, llama.cpp)")
-            return self.lm.chat(messages, max_new_tokens)
         prefix = self.lm.encode(self.prefix) if self.prefix else []
         if constraint is not None:
             for token in prefix:
@@ -252,7 +243,7 @@ def evaluate_ask(model: ChatModel | None, retriever: Retriever, questions: Seque
                  modes: Sequence[bool] = (False, True)) -> dict:
     """Retrieval scores, and with a model, its answers' scores (module docstring) for each
     mode: unconstrained (False) and quotes constrained to be verbatim (True; its scores end
-    in `_constrained`, and it is left out for a model that cannot be constrained). "items"
+    in `_constrained`). "items"
     holds each answer and its checks, "rejected" the questions whose prompt does not fit the
     model's context. `model` None scores retrieval only."""
     answerable = [q for q in questions if q.answerable]
@@ -264,8 +255,6 @@ def evaluate_ask(model: ChatModel | None, retriever: Retriever, questions: Seque
     items: list[dict] = []
     rejected: dict[str, dict] = {}  # a prompt too long is too long in every mode
     for constrained in modes:
-        if constrained and not getattr(model, "can_constrain", True):
-            continue
         scored = []
         for q in questions:
             try:

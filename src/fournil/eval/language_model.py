@@ -59,22 +59,23 @@ class LanguageModel(ABC):
         """The greedy answer to a chat, stopped at the end of the turn (or of the text), as
         text without special tokens. Raises PromptTooLong when the chat fills the context."""
 
-    # --- copy-biased decoding (fournil.model.copy_decoding), for the engines that have it
+    # --- copy-biased decoding (fournil.model.copy_decoding) and constrained quotes: every
+    # engine (fournil, transformers, llama.cpp) brings a cached forward pass
 
     end_id: int  # the token that ends an assistant turn
     stop_ids: list[int]
 
+    @abstractmethod
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The chat's prompt ids, up to and including the assistant turn's header."""
-        raise NotImplementedError(f"{type(self).__name__} has no copy-biased decoding")
 
+    @abstractmethod
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         """Text of `ids`, character for character (no clean-up of spaces)."""
-        raise NotImplementedError(f"{type(self).__name__} has no copy-biased decoding")
 
+    @abstractmethod
     def new_scorer(self) -> Scorer:
         """A forward pass with a cache that can be cut back."""
-        raise NotImplementedError(f"{type(self).__name__} has no copy-biased decoding")
 
     def cursor(self, source: str, bias: CopyBias) -> CopyCursor:
         return CopyCursor(source, bias, self.encode,
