@@ -188,3 +188,22 @@ def test_card_counts_rejections_pii_licensed_and_synthetic_sources(data_stages, 
     assert "documents under the licenses its recipe admitted" in card  # not "openly" only
     assert "license:nc 1, license:nd 1, license:unknown 1" in summary
     assert "(email 1, phone 1)" in summary
+
+
+def test_the_card_is_the_same_whatever_the_run_took(smoke_bake):
+    """Two runs of one recipe give one model, so one card: times (an OCR task's answering
+    seconds, a stage's timings) must not reach it, or a resumed bake's card differs."""
+    _, layout = smoke_bake
+    m = _manifests(layout)
+    config = {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 2,
+              "vocab_size": 1024, "max_seq_len": 256, "tie_embeddings": True}
+    card = render_model_card("smoke", config, 164_224, m, ["fr"])
+    slower = json.loads(json.dumps(m))
+    timed = 0
+    for result in slower["report"]["results"]:
+        for scores in result["tasks"].values():
+            for key in [k for k in scores if k.endswith("seconds")]:
+                scores[key] = scores[key] * 3 + 1.0
+                timed += 1
+    assert timed, "the smoke bake's report should hold a timed task (ocr)"
+    assert render_model_card("smoke", config, 164_224, slower, ["fr"]) == card

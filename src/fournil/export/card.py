@@ -69,8 +69,9 @@ def _post_training_section(manifests: RunManifests) -> str | None:
         rows = []
         for result in report["results"]:
             for task, scores in result["tasks"].items():
-                shown = {k: v for k, v in scores.items() if isinstance(v, float) and k not in (
-                    "seconds",)}
+                # times differ from run to run; the card says what the model is
+                shown = {k: v for k, v in scores.items()
+                         if isinstance(v, float) and not k.endswith("seconds")}
                 rows.append((result["model"], task, ", ".join(
                     f"{k} {v:.4f}" for k, v in shown.items())))
         parts.append("Task scores before and after post-training (held-out items):\n\n"
