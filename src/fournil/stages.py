@@ -239,7 +239,10 @@ STAGES: tuple[StageSpec, ...] = (
         flags=(_out("export"),
                flag("--gguf", action="append", metavar="TYPES",
                     help="also write GGUF files: f32, f16, q8_0 and/or q4_0, comma-separated or "
-                    "repeated (k-quants: run llama.cpp's llama-quantize on the f16 file)"))),
+                    "repeated (k-quants: run llama.cpp's llama-quantize on the f16 file)"),
+               flag("--results", action="append", metavar="FILE",
+                    help="the results.json of a `fournil eval --report` run on this model (and "
+                    "baselines), added to the card's evaluation section; repeatable"))),
 )
 
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -156,6 +156,23 @@ def test_the_ask_task_through_fournil_eval(tmp_path, data_stages, tiny_chat_mode
         ("b", False, "nothing_relevant"), ("b", False, "nothing_relevant"),
         ("a", None, "ask:prompt_too_long")]
 
+    # every answer is in the journal as it comes, and a pass run again takes it from there
+    [journal] = (tmp_path / "report" / "journal" / "tiny").glob("ask-few-*.jsonl")
+    lines = journal.read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(line)["id"] for line in lines[1:]) == [
+        "constrained/a", "constrained/b", "free/a", "free/b"]
+    marked = [json.loads(line) for line in lines[1:]]
+    for row in marked:
+        if row["id"] == "free/b":
+            row["scored"]["refused"] = False  # not what the model would say: read, not redone
+    journal.write_text("\n".join([lines[0], *(json.dumps(r, ensure_ascii=False)
+                                               for r in marked)]) + "\n", encoding="utf-8")
+    again = subprocess.run(done.args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    [result] = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert result["tasks"]["ask:few"]["refusal"] == 0.0
+    assert result["tasks"]["ask:few"]["refusal_constrained"] == 1.0
+
 
 def test_quoting_lm_decodes_as_the_models_own_chat(tiny_chat_model_dir):
     """QuotingLM's greedy loop (the one constrained answers go through) writes what the
@@ -195,3 +212,30 @@ def test_an_answer_prefix_opens_a_verbatim_quote(tiny_chat_model_dir):
     texts = dict(sources)
     for citation in citations:
         assert citation.quote in texts[citation.source_id], answer
+
+
+def test_every_engine_reads_the_same_token_bytes_and_quotes_verbatim(llama_cpp,
+                                                                      smollm2_gguf_path,
+                                                                      smollm2_dir):
+    """Constrained quotes walk the model's tokens as bytes: llama.cpp's pieces of SmolLM2's
+    GGUF are the bytes fournil's and transformers' engines read from its tokenizer, token for
+    token, and a constrained answer through llama.cpp quotes its source verbatim."""
+    from fournil.eval.ask import QuotingLM
+    from fournil.eval.gguf_lm import LlamaCppLM
+    from fournil.eval.lm import load_lm
+    from fournil.formats.citations import is_verbatim, parse_citations
+    from fournil.formats.prompts import rag_messages
+
+    gguf = LlamaCppLM(smollm2_gguf_path, n_ctx=2048, threads=1)
+    expected = load_lm(smollm2_dir).token_bytes()
+    assert gguf.token_bytes() == expected == load_lm(f"hf:{smollm2_dir}").token_bytes()
+    assert sum(b is None for b in expected) < 100 < len(expected)  # specials only
+
+    quoting = QuotingLM(gguf, prefix='<ref name="')
+    sources = [("1", "Le vicomte de Brassard était un homme que tout Paris connaissait."),
+               ("2", "La diligence passait chaque soir devant le château de Rueil.")]
+    answer = quoting.chat(rag_messages("Qui était le vicomte de Brassard ?", sources), 48,
+                          constraint=quoting.quote_constraint(dict(sources)))
+    citations = parse_citations(answer)
+    assert citations, answer
+    assert all(is_verbatim(c.quote, dict(sources)[c.source_id]) for c in citations), answer

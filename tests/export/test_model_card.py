@@ -8,6 +8,8 @@ import json
 import typing
 from pathlib import Path
 
+import pytest
+
 from fournil.core.stage import read_manifest
 from fournil.curate.config import CurateConfig
 from fournil.export.ai_act import RunManifests
@@ -207,3 +209,48 @@ def test_the_card_is_the_same_whatever_the_run_took(smoke_bake):
                 timed += 1
     assert timed, "the smoke bake's report should hold a timed task (ocr)"
     assert render_model_card("smoke", config, 164_224, slower, ["fr"]) == card
+
+
+def test_evaluations_run_after_the_bake_go_into_the_card(smoke_bake, tmp_path):
+    """`fournil export --results FILE`: the results.json of `fournil eval --report` (here a
+    real one, of the smoke export on an OCR folder with subsets) becomes a card section, per
+    subset and without times; a file that is not one is refused, naming it."""
+    import subprocess
+    import sys
+
+    from fournil.export.stage import read_results
+
+    _, layout = smoke_bake
+    icdar = tmp_path / "icdar"
+    for subset, (ocr, gold) in {"fr_monograph": ("Le cbat dort.", "Le chat dort."),
+                                "fr_periodical": ("La rnaison.", "La m@aison.")}.items():
+        (icdar / subset).mkdir(parents=True)
+        (icdar / subset / "1.txt").write_text(
+            f"[OCR_toInput] {ocr}\n[OCR_aligned] {ocr}\n[ GS_aligned] {gold}\n",
+            encoding="utf-8")
+    report = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "fournil", "-q", "eval", "--model",
+                           f"smoke={layout.export}", "--task", f"ocr:{icdar}?copy",
+                           "--report", str(report), "--set", "eval.max_new_tokens=8"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = read_results(report / "results.json")
+    [model] = results[1]
+    scores = model["tasks"]["ocr:icdar?copy"]
+    m = _manifests(layout)
+    config = {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 2,
+              "vocab_size": 1024, "max_seq_len": 256, "tie_embeddings": True}
+    card = render_model_card("smoke", config, 164_224, m, ["fr"], results=[results])
+    section = _section(card, "### Further evaluations")
+    assert "From `report/results.json`: smoke (FournilLM, `export`)." in section
+    rows = {(r[0], r[1], r[2]): r[3:] for r in _rows(section)}
+    for subset in ("fr_monograph", "fr_periodical", "all"):
+        s = scores if subset == "all" else scores["by_subset"][subset]
+        assert rows[("smoke", "ocr:icdar?copy", subset)] == [
+            str(s["n"]), *(f"{s[k]:.4f}" for k in ("cer_before", "cer_after", "wer_before",
+                                                    "wer_after", "worse", "better"))]
+    assert "seconds" not in section and "answering" not in section
+
+    (tmp_path / "bad.json").write_text('{"model": "x"}')
+    with pytest.raises(ValueError, match=r"bad.json: expected the results.json"):
+        read_results(tmp_path / "bad.json")

@@ -29,7 +29,7 @@ from fournil.synth.seeds import Passage, chunk_text, split_of
 from fournil.synth.stage import run_synth
 from fournil.synth.tasks import get_task
 from fournil.synth.verify import cer, is_refusal, parse_json_reply
-from fournil.text.ocr_damage import add_ocr_noise
+from fournil.text.ocr_damage import add_ocr_noise, print_page
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 NOUVELLES = DATA / "cligs-textbox-fr" / "nouvelles19"
@@ -69,6 +69,44 @@ def test_cer_rises_with_severity():
     assert add_ocr_noise(text, 0.0, 1, layout="flowing").text == text  # no severity, no noise
     with pytest.raises(ValueError, match="unknown OCR severity 'extreme'"):
         add_ocr_noise(text, "extreme")
+
+
+def test_a_printed_page_is_the_text_but_for_line_ends_and_hyphens():
+    text = _prose(1500) + "\n" + _prose(600)
+    layout = re.compile(r"-?\s+")
+    for seed in range(4):
+        page = print_page(text, "columns", seed)
+        assert "-\n" in page and max(len(line) for line in page.split("\n")) <= 42
+        joined = print_page(text, "columns", seed, join_lines=True)
+        assert joined.count("\n") == 1  # the text's own line end, and no other
+        assert re.search(r"\w- \w", joined)  # a word cut at a line end: `exem- ple`
+        for printed in (page, joined):
+            assert layout.sub("", printed) == layout.sub("", text)
+    assert print_page(text, "flowing", 0) == text
+
+
+def test_ocr_pairs_keep_the_page_and_some_need_no_change(curated, tmp_path):
+    """The target is the page as printed (its line ends and hyphens kept), so a corrector
+    learns to fix misreadings only; `none` pairs teach that right text is given back."""
+    config = SynthConfig(tasks=["ocr"], compare_naive=0, eval_fraction=0.2)
+    config.ocr.samples = 24
+    config.ocr.axes = {"severity": Axis(["none", "medium"]), "layout": Axis(["columns"]),
+                       "line_ends": Axis(["kept", "joined"])}
+    run_synth(curated, tmp_path / "synth", config, seed=5)
+    kept = _read(tmp_path / "synth" / "samples")
+    by_severity: dict[str, list[dict]] = {}
+    for row in kept:
+        by_severity.setdefault(json.loads(row["meta"])["severity"], []).append(row)
+    assert set(by_severity) == {"none", "medium"}
+    for row in by_severity["none"]:
+        meta, target = json.loads(row["meta"]), row["messages"][-1]["content"]
+        assert meta["noisy"] == target and row["messages"][0]["content"].endswith(target)
+        assert set(json.loads(row["verification"])) == {"unchanged",
+                                                        "target_is_passage_as_printed"}
+    targets = [r["messages"][-1]["content"] for r in kept]
+    assert any("-\n" in t for t in targets) and any(re.search(r"\w- \w", t) for t in targets)
+    assert all(json.loads(r["meta"])["noisy"] != r["messages"][-1]["content"]
+               for r in by_severity["medium"])
 
 
 # --- verifiers on hand-built examples -------------------------------------------------------

@@ -31,6 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+from fournil.eval.journal import Journal
 from fournil.eval.language_model import LanguageModel, PromptTooLong
 from fournil.formats.citations import REF, is_verbatim, parse_citations, squash
 from fournil.formats.quote_constraint import QuoteConstraint
@@ -136,9 +139,7 @@ class QuotingLM:
 
     def quote_constraint(self, sources: Mapping[str, str]) -> QuoteConstraint:
         if self._trie is None:
-            # a transformers tokenizer wraps the `tokenizers` one the trie reads
-            tokenizer = getattr(self.lm.tokenizer, "backend_tokenizer", self.lm.tokenizer)
-            self._trie = TokenTrie.from_tokenizer(tokenizer)
+            self._trie = TokenTrie(self.lm.token_bytes())
         return QuoteConstraint(self._trie, sources)
 
     def chat(self, messages: Sequence[dict], max_new_tokens: int,
@@ -240,32 +241,46 @@ def answer_scores(scored: Sequence[dict]) -> dict:
 
 def evaluate_ask(model: ChatModel | None, retriever: Retriever, questions: Sequence[Question],
                  k: int = 3, max_new_tokens: int = 256,
-                 modes: Sequence[bool] = (False, True)) -> dict:
+                 modes: Sequence[bool] = (False, True), journal: Journal | None = None) -> dict:
     """Retrieval scores, and with a model, its answers' scores (module docstring) for each
     mode: unconstrained (False) and quotes constrained to be verbatim (True; its scores end
-    in `_constrained`). "items"
-    holds each answer and its checks, "rejected" the questions whose prompt does not fit the
-    model's context. `model` None scores retrieval only."""
+    in `_constrained`). "items" holds each answer and its checks, "rejected" the questions
+    whose prompt does not fit the model's context. `model` None scores retrieval only.
+    Each answer's checks go to the `journal` (if given) as it comes; answers already in it
+    are not asked again."""
     answerable = [q for q in questions if q.answerable]
     result: dict = {"n": len(questions), "answerable": len(answerable),
                     "unanswerable": len(questions) - len(answerable),
                     **retrieval_scores([gold_rank(q, retriever) for q in answerable])}
     if model is None:
         return result
+    done = dict(journal.done) if journal is not None else {}
     items: list[dict] = []
     rejected: dict[str, dict] = {}  # a prompt too long is too long in every mode
-    for constrained in modes:
-        scored = []
-        for q in questions:
-            try:
-                reply = answer(q.question, retriever, model, k=k,
-                               max_new_tokens=max_new_tokens, constrained=constrained)
-            except PromptTooLong as e:
-                rejected[q.id] = {"id": q.id, "reason": "ask:prompt_too_long",
-                                  "detail": str(e)}
-                continue
-            scored.append(score_answer(q, reply))
-        suffix = "_constrained" if constrained else ""
-        result.update({f"{name}{suffix}": v for name, v in answer_scores(scored).items()})
-        items += scored
+    with tqdm(total=len(questions) * len(modes), desc="ask", unit="answer",
+              mininterval=5.0) as bar:
+        for constrained in modes:
+            scored = []
+            for q in questions:
+                key = f"{'constrained' if constrained else 'free'}/{q.id}"
+                if key not in done:
+                    try:
+                        reply = answer(q.question, retriever, model, k=k,
+                                       max_new_tokens=max_new_tokens, constrained=constrained)
+                        row = {"id": key, "scored": score_answer(q, reply)}
+                    except PromptTooLong as e:
+                        row = {"id": key, "rejected": {"id": q.id, "reason":
+                                                       "ask:prompt_too_long",
+                                                       "detail": str(e)}}
+                    done[key] = row
+                    if journal is not None:
+                        journal.add([row])
+                bar.update()
+                if "rejected" in done[key]:
+                    rejected[q.id] = done[key]["rejected"]
+                else:
+                    scored.append(done[key]["scored"])
+            suffix = "_constrained" if constrained else ""
+            result.update({f"{name}{suffix}": v for name, v in answer_scores(scored).items()})
+            items += scored
     return {**result, "rejected": list(rejected.values()), "items": items}

@@ -9,6 +9,7 @@ llama.cpp's token count (its next `eval` drops the cache past it).
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from fournil.eval.language_model import LanguageModel, PromptTooLong
+from fournil.formats.token_trie import ROUND_TRIP_PROBE, checked_token_bytes
 from fournil.model.copy_decoding import Scorer
 
 
@@ -99,6 +101,19 @@ class LlamaCppLM(LanguageModel):
 
     def new_scorer(self) -> Scorer:
         return LlamaCppScorer(self.llm)
+
+    def token_bytes(self) -> list[bytes | None]:
+        """Each token's piece as llama.cpp writes it out (raw bytes for a byte-level
+        vocabulary); a control token writes nothing and is None."""
+        llama_cpp = _llama_cpp()
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        buf = ctypes.create_string_buffer(256)
+        out: list[bytes | None] = []
+        for i in range(self.llm.n_vocab()):
+            n = llama_cpp.llama_token_to_piece(vocab, i, buf, len(buf), 0, False)
+            out.append(buf.raw[:n] if n > 0 else None)
+        return checked_token_bytes(out, self.encode(ROUND_TRIP_PROBE), self.decode,
+                                   f"llama.cpp, {self.path.name}")
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         self._scorer = None  # the context is about to hold other text

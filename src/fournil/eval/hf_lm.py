@@ -12,6 +12,7 @@ import torch
 
 from fournil.core.device import pick_device
 from fournil.eval.language_model import LanguageModel, PromptTooLong
+from fournil.formats.token_trie import token_bytes
 from fournil.model.copy_decoding import CopyBias, CopyCursor, Scorer
 
 
@@ -110,6 +111,10 @@ class HFLM(LanguageModel):
 
     def new_scorer(self) -> Scorer:
         return HFScorer(self.model)
+
+    def token_bytes(self) -> list[bytes | None]:
+        # a fast transformers tokenizer wraps the `tokenizers` one that is read
+        return token_bytes(self.tokenizer.backend_tokenizer)
 
     @torch.inference_mode()
     def answer_batch(self, chats: Sequence[Sequence[dict]], budgets: Sequence[int],

@@ -77,6 +77,11 @@ class LanguageModel(ABC):
     def new_scorer(self) -> Scorer:
         """A forward pass with a cache that can be cut back."""
 
+    @abstractmethod
+    def token_bytes(self) -> list[bytes | None]:
+        """The bytes each token id stands for (None: a special token), checked on a probe
+        text (`fournil.formats.token_trie`): what constrained quotes walk."""
+
     def cursor(self, source: str, bias: CopyBias) -> CopyCursor:
         return CopyCursor(source, bias, self.encode,
                           lambda t: self.decode(t, skip_special=False), self.end_id,

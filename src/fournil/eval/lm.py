@@ -36,6 +36,7 @@ from fournil.eval.language_model import (
     split_trailing_space,
 )
 from fournil.formats.chat_template import chat_encoder
+from fournil.formats.token_trie import token_bytes
 from fournil.model.copy_decoding import Scorer, TransformerScorer
 from fournil.model.generate import generate, load_for_generation, stop_token_ids
 from fournil.model.hf import is_fournil_model
@@ -92,6 +93,9 @@ class FournilLM(LanguageModel):
 
     def new_scorer(self) -> Scorer:
         return TransformerScorer(self.model)
+
+    def token_bytes(self) -> list[bytes | None]:
+        return token_bytes(self.tokenizer)
 
 
 @dataclass(frozen=True)

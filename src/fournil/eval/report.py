@@ -196,25 +196,28 @@ def _nan_to_null(obj: object) -> object:
     return obj
 
 
-def _ocr_subsets(results: Sequence[dict]) -> list[str]:
+def ocr_subset_table(results: Sequence[dict], seconds: bool = True) -> list[str]:
     """OCR correction per subset (ICDAR: monographs, periodicals): rates before and after,
-    the shares of pieces made worse and better, and the time spent answering."""
+    the shares of pieces made worse and better, and (`seconds`) the time spent answering,
+    which a model card leaves out: it measures the machine. Markdown lines, none when no
+    result has an OCR task."""
     rows = []
     for r in results:
         for name, s in r["tasks"].items():
             if s["kind"] != "ocr":
                 continue
+            time = [_fmt(s.get("generation_seconds", float("nan")))] if seconds else []
             for subset, t in [*s.get("by_subset", {}).items(), ("all", s)]:
-                rows.append(f"| {r['model']} | {name} | {subset} | {t.get('n', '–')} | "
-                            + " | ".join(_fmt(t.get(k, float("nan"))) for k in (
-                                "cer_before", "cer_after", "wer_before", "wer_after", "worse",
-                                "better"))
-                            + f" | {_fmt(s.get('generation_seconds', float('nan')))} |")
+                cells = [r["model"], name, subset, t.get("n", "–"),
+                         *(_fmt(t.get(k, float("nan"))) for k in (
+                             "cer_before", "cer_after", "wer_before", "wer_after", "worse",
+                             "better")), *time]
+                rows.append("| " + " | ".join(str(c) for c in cells) + " |")
     if not rows:
         return []
-    return ["", "## OCR correction", "",
-            "| model | task | subset | pieces | CER before | CER after | WER before | "
-            "WER after | worse | better | answering s (all) |", "|" + "---|" * 11, *rows]
+    header = ["model", "task", "subset", "pieces", "CER before", "CER after", "WER before",
+              "WER after", "worse", "better", *(["answering s (all)"] if seconds else [])]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
 
 
 COPIES = 0.5  # second-read accuracy above which a model copies from its context
@@ -284,7 +287,8 @@ def write_report(results: Sequence[dict], out_dir: str | Path) -> Path:
         if table:
             md += ["", f"## Held-out bits per byte {title}", "", table]
     md += _copying_notes(results)
-    md += _ocr_subsets(results)
+    if ocr_rows := ocr_subset_table(results):
+        md += ["", "## OCR correction", "", *ocr_rows]
     rejected = [(r["model"], name, len(s["rejected"])) for r in results
                 for name, s in r["tasks"].items() if s.get("rejected")]
     if rejected:

@@ -31,7 +31,8 @@ Options follow the path as a query string. OCR takes (`fournil.eval.ocr.OPTIONS`
                      every file at 1/N of the cost, for a slow baseline
 
 e.g. `ocr:data/icdar?shots=3`, `ocr:data/icdar?copy&max_change=none`. With `--report DIR`,
-OCR answers are recorded in DIR/journal/ as they come, and a pass started again resumes.
+OCR and ask answers are recorded in DIR/journal/ as they come, and a pass started again
+resumes.
 
 Each task's data is read once and every model sees the same items: the first `max_items`
 in file order (synth samples of split "eval" only, so no model is scored on a sample whose
@@ -265,8 +266,12 @@ def score_task(lm, task: Task, data: list, settings: EvalSettings) -> dict:
         return copying.evaluate_copying(lm, data, settings.batch_tokens)
     if task.kind == "ask":
         model = ask.QuotingLM(lm, task.option.get("prefix", ""))
-        return ask.evaluate_ask(model, open_index(_stage(settings, "index")), data,
-                                max_new_tokens=settings.max_new_tokens)
+        index = _stage(settings, "index")
+        journal = task_journal(lm, task, settings, {
+            "index": _fingerprint(index), "prefix": model.prefix,
+            "max_new_tokens": settings.max_new_tokens})
+        return ask.evaluate_ask(model, open_index(index), data,
+                                max_new_tokens=settings.max_new_tokens, journal=journal)
     return rag.evaluate_rag(lm, data, settings.max_new_tokens)
 
 
@@ -295,17 +300,24 @@ def ocr_journal(lm, task: Task, corrector: Corrector, settings: EvalSettings
     """Where the answers of `lm` on `task` are recorded (under settings.journal_dir), keyed
     by what changes them: the model's files, the data, the prompt and the decoding. The
     confidence rule is applied after, so tasks that differ by it share a journal."""
+    return task_journal(lm, task, settings, {
+        "examples": corrector.examples, "decoding": corrector.correction.decoding_key(),
+        "max_new_tokens": corrector.max_new_tokens})
+
+
+def task_journal(lm, task: Task, settings: EvalSettings, answers_key: dict
+                 ) -> Journal | None:
+    """Where the answers of `lm` on `task` are recorded (under settings.journal_dir), keyed
+    by the model's files, the data and `answers_key` (what else changes an answer)."""
     if settings.journal_dir is None:
         return None
     key = {"model": str(getattr(lm, "path", lm.name)),
            "files": _fingerprint(Path(getattr(lm, "path", lm.name))),
-           "data": str(task.path), "examples": corrector.examples,
-           "decoding": corrector.correction.decoding_key(),
-           "max_new_tokens": corrector.max_new_tokens}
+           "data": str(task.path), **answers_key}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     stem = task.path.stem if task.path is not None else "synth"
-    return Journal(settings.journal_dir / _slug(lm.name) / f"ocr-{stem}-{digest[:12]}.jsonl",
-                   key)
+    return Journal(settings.journal_dir / _slug(lm.name)
+                   / f"{task.kind}-{stem}-{digest[:12]}.jsonl", key)
 
 
 def _slug(text: str) -> str:

@@ -8,6 +8,10 @@ its stage declares (`RunManifests`), never from a recount or another stage's par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+from fournil.eval.report import ocr_subset_table
 from fournil.export.ai_act import (
     OPEN_LICENSES,
     SYNTHETIC_PREFIX,
@@ -21,6 +25,8 @@ from fournil.export.ai_act import (
 )
 from fournil.pretrain.stage import TrainingSummary
 from fournil.provenance.lineage import BaseLineage
+
+EvalResults = tuple[str, list[dict]]  # a results.json's name, and its models' results
 
 
 def _training_recipe(t: TrainingSummary) -> str:
@@ -66,17 +72,38 @@ def _post_training_section(manifests: RunManifests) -> str | None:
     if dpo := manifests.get("dpo"):
         parts.append(f"Preference tuning (DPO): {dpo['counts'].get('steps', 0):,} steps.")
     if (report := manifests.get("report")) and report["results"]:
-        rows = []
-        for result in report["results"]:
-            for task, scores in result["tasks"].items():
-                # times differ from run to run; the card says what the model is
-                shown = {k: v for k, v in scores.items()
-                         if isinstance(v, float) and not k.endswith("seconds")}
-                rows.append((result["model"], task, ", ".join(
-                    f"{k} {v:.4f}" for k, v in shown.items())))
         parts.append("Task scores before and after post-training (held-out items):\n\n"
-                     + table(("model", "task", "scores"), rows))
+                     + _scores_table(report["results"]))
     return "\n\n".join(parts) if parts else None
+
+
+def _scores_table(results: Sequence[dict], skip_kinds: tuple[str, ...] = ()) -> str:
+    """One row per model and task: its float scores. Times are left out: they differ from
+    run to run and measure the machine; the card says what the model is."""
+    rows = []
+    for result in results:
+        for task, scores in result["tasks"].items():
+            if scores.get("kind") in skip_kinds:
+                continue
+            shown = {k: v for k, v in scores.items()
+                     if isinstance(v, float) and not k.endswith("seconds")}
+            rows.append((result["model"], task, ", ".join(
+                f"{k} {v:.4f}" for k, v in shown.items())))
+    return table(("model", "task", "scores"), rows) if rows else ""
+
+
+def _further_evaluations(results: Sequence[EvalResults]) -> str:
+    """Evaluations run on the exported model (and baselines beside it) after the bake, from
+    the results.json of `fournil eval --report` (`fournil export --results`): OCR tasks per
+    subset, the others as the report's scores."""
+    parts = []
+    for name, models in results:
+        engines = "; ".join(f"{m['model']} ({m.get('engine', '?')}, "
+                            f"`{Path(str(m.get('path', '?'))).name}`)" for m in models)
+        parts.append(f"From `{name}`: {engines}.")
+        parts.append("\n".join(ocr_subset_table(models, seconds=False)))
+        parts.append(_scores_table(models, skip_kinds=("ocr",)))
+    return "\n\n".join(p for p in parts if p)
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -167,9 +194,10 @@ def _intended_use(model_config: dict, n_params: int, manifests: RunManifests) ->
 
 
 def render_model_card(name: str, model_config: dict, n_params: int, manifests: RunManifests,
-                      languages: list[str], sample: str | None = None) -> str:
+                      languages: list[str], sample: str | None = None,
+                      results: Sequence[EvalResults] = ()) -> str:
     """Markdown with Hugging Face front matter, from the manifests of the stages the run ran
-    (each read through its stage's type)."""
+    (each read through its stage's type), and the `results` of evaluations run after."""
     ingest, curate = manifests["ingest"]["counts"], manifests["curate"]["counts"]
     tokens = manifests["tokens"]["counts"]
     pretrain, evaluation = manifests["pretrain"], manifests["eval"]
@@ -244,6 +272,7 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: R
         "## Evaluation",
         f"Held-out bits per byte: **{evaluation['counts']['val_bpb']:.4f}** "
         f"({evaluation['counts']['tokens']:,} tokens).", per_source_bpb,
+        *(["### Further evaluations", _further_evaluations(results)] if results else []),
         "## Use",
         "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
         "tok = AutoTokenizer.from_pretrained(PATH)\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # SentencePiece's byte fallback
 # A text whose bytes must come back from decoding the tokens of its encoding: accents, a
 # ligature, a character of 4 bytes, punctuation, markup, several spaces and a line break.
-_ROUND_TRIP_PROBE = "D'après la « source 2 » : <ref name=\"2\">l'œuvre — 4,5 €</ref>  🍞\nFin."
+ROUND_TRIP_PROBE = "D'après la « source 2 » : <ref name=\"2\">l'œuvre — 4,5 €</ref>  🍞\nFin."
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -67,14 +67,24 @@ def token_bytes(tokenizer: Tokenizer) -> list[bytes | None]:
             out[i] = bytes([int(m.group(1), 16)])
         else:
             out[i] = piece.replace("▁", " ").encode()
-    ids = tokenizer.encode(_ROUND_TRIP_PROBE, add_special_tokens=False).ids
-    joined = b"".join(out[i] or b"" for i in ids).decode("utf-8", "replace")
+    return checked_token_bytes(out, tokenizer.encode(ROUND_TRIP_PROBE,
+                                                     add_special_tokens=False).ids,
+                               tokenizer.decode, f"decoder {tokenizer.decoder}")
+
+
+def checked_token_bytes(tbytes: list[bytes | None], probe_ids: Sequence[int],
+                        decode: Callable[[list[int]], str], what: str
+                        ) -> list[bytes | None]:
+    """`tbytes` once the tokens of a probe text (`probe_ids`, its encoding) are seen to decode
+    to the concatenation of their bytes; a ValueError naming `what` otherwise, since every
+    constraint built on these bytes would then be wrong."""
+    ids = list(probe_ids)
+    joined = b"".join(tbytes[i] or b"" for i in ids).decode("utf-8", "replace")
     # SentencePiece decoders drop the space they put before a text's first word
-    if tokenizer.decode(ids) not in (joined, joined.removeprefix(" ")):
-        raise ValueError(f"this tokenizer's tokens cannot be read as bytes (decoder "
-                         f"{tokenizer.decoder}): {joined!r} from the tokens' bytes, "
-                         f"{tokenizer.decode(ids)!r} decoded")
-    return out
+    if decode(ids) not in (joined, joined.removeprefix(" ")):
+        raise ValueError(f"this tokenizer's tokens cannot be read as bytes ({what}): "
+                         f"{joined!r} from the tokens' bytes, {decode(ids)!r} decoded")
+    return tbytes
 
 
 class TokenTrie:

@@ -108,6 +108,13 @@ class CopyCursor:
         self.written: list[int] | None = None  # the model's tokens since it departed
         self.anchor = pos  # where, in the source, it departed
 
+    def mid_char(self) -> bool:
+        """Whether the draft kept so far ends inside a character (byte-level BPE cuts a rare
+        one into several tokens): the draft is then kept whatever the model prefers, since
+        a departure there would write half of one character and half of another (ſ is
+        C5 BF, ň C5 88). A character is at most 4 bytes, so the last 4 tokens tell."""
+        return self.decode(self.draft[max(0, self.taken - 4):self.taken]).endswith("\ufffd")
+
     def starts_word(self, token: int) -> bool:
         if token not in self._word_start:
             self._word_start[token] = self.decode([token])[:1].isspace()
@@ -122,7 +129,7 @@ class CopyCursor:
         next word is proposed."""
         if self.written is None:
             draft = self.draft[self.taken]
-            return draft, self.hold_end and draft == self.end_id
+            return draft, (self.hold_end and draft == self.end_id) or self.mid_char()
         words, run = self._words(self.written)
         if not (self.starts_word(top) or top in self.stops or run >= LONG_WORD):
             return None, False

@@ -79,7 +79,8 @@ class OcrTaskConfig:
     min_cer: float = 0.01  # the noisy input's character error rate must lie in this band
     max_cer: float = 0.30
     axes: dict[str, Axis] = field(default_factory=lambda: _axes(
-        severity=["light", "medium", "heavy"], layout=["lines", "columns", "flowing"]))
+        severity=["light", "medium", "heavy"], layout=["lines", "columns", "flowing"],
+        line_ends=["kept", "joined"]))
 
     def validate(self, key: str) -> None:
         _validate_common(self, key)
@@ -92,6 +93,9 @@ class OcrTaskConfig:
         for i, value in enumerate(self.axes.get("layout", Axis(["lines"])).values):
             _check(value in LAYOUT_WIDTHS, f"{key}.axes.layout.values[{i}]",
                    f"unknown layout {value!r} ({', '.join(LAYOUT_WIDTHS)})")
+        for i, value in enumerate(self.axes.get("line_ends", Axis(["kept"])).values):
+            _check(value in ("kept", "joined"), f"{key}.axes.line_ends.values[{i}]",
+                   f"kept or joined, got {value!r}")
 
 
 @dataclass

@@ -13,8 +13,14 @@ What old prints and poor scans do to text, each kind a small seeded transformati
   across them (`word-\\nword`);
 - `line_break`: stray line breaks in the middle of a line.
 
-`severity` scales every rate (a float; the recipe's axis names `light`, `medium`, `heavy`).
-The same (text, severity, layout, seed) always gives the same noise.
+`severity` scales every rate (a float; the recipe's axis names `none`, `light`, `medium`,
+`heavy`). The same (text, severity, layout, seed) always gives the same noise.
+
+`print_page` is the page before any damage: the text set in lines at a column width, some
+words hyphenated across the line end, the lines kept or joined by spaces (a plain-text
+export). A corrector that keeps that layout (a diplomatic transcription, as digitisation
+libraries publish OCR and post-OCR benchmarks score it) is trained on (damaged page, page)
+pairs: `fournil.synth.tasks.ocr`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-SEVERITY = {"light": 0.4, "medium": 1.0, "heavy": 2.2}
+SEVERITY = {"none": 0.0, "light": 0.4, "medium": 1.0, "heavy": 2.2}
 # column widths a page's lines are cut at; "flowing" keeps the text's own lines
 LAYOUT_WIDTHS = {"columns": (28, 42), "lines": (55, 80), "flowing": None}
 
@@ -87,10 +93,13 @@ def _sub(pattern: re.Pattern, text: str, rate: float, rng: random.Random, kind: 
     return pattern.sub(one, text)
 
 
-def _wrap(text: str, width: int, hyphenate: float, rng: random.Random, kinds: Counter) -> str:
-    """Cut each line of `text` at `width` columns, hyphenating some words across the cut."""
-    out_lines: list[str] = []
+def _wrap(text: str, width: int, hyphenate: float, rng: random.Random, kinds: Counter,
+          line_end: str = "\n") -> str:
+    """Cut each line of `text` at `width` columns, hyphenating some words across the cut;
+    the cuts are `line_end`."""
+    out: list[str] = []
     for line in text.split("\n"):
+        out_lines: list[str] = []
         current = ""
         for word in line.split(" "):
             if not current:
@@ -109,7 +118,23 @@ def _wrap(text: str, width: int, hyphenate: float, rng: random.Random, kinds: Co
                     current = word
                 kinds["wrap"] += 1
         out_lines.append(current)
-    return "\n".join(out_lines)
+        out.append(line_end.join(out_lines))
+    return "\n".join(out)
+
+
+def print_page(text: str, layout: str = "lines", seed: int = 0, join_lines: bool = False
+               ) -> str:
+    """`text` as printed: cut in lines at one of `layout`'s column widths, half the words
+    that cross a line end hyphenated; with `join_lines`, the lines a text line was cut into
+    are joined by a space (a word cut at a line end then reads `exem- ple`)."""
+    if layout not in LAYOUT_WIDTHS:
+        raise ValueError(f"unknown OCR layout {layout!r} ({', '.join(LAYOUT_WIDTHS)})")
+    width = LAYOUT_WIDTHS[layout]
+    if width is None:
+        return text
+    rng = random.Random(seed)
+    return _wrap(text, rng.randint(*width), HYPHENATE_RATE, rng, Counter(),
+                 line_end=" " if join_lines else "\n")
 
 
 def add_ocr_noise(text: str, severity: float | str = "medium", seed: int = 0,
