@@ -78,7 +78,11 @@ def folders(tiny_hf_model) -> tuple[dict, torch.Tensor]:
         hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
         with torch.no_grad():
             logits = hf(ids).logits
-        assert 1.0 < logits.abs().max() <= 10, name  # not trivially small, within the bound
+        peak = float(logits.abs().max())
+        # what TOLERANCE rests on: logits far from 0 (else any two models would agree within
+        # it) and at most 10 (else the arithmetic's error bound passes 1e-4)
+        assert peak > 1.0, f"{name}: logits up to {peak:.3g} are too small to compare"
+        assert peak <= 10, f"{name}: logits up to {peak:.3g} break TOLERANCE's derivation"
         made[name] = (folder, logits, type(hf).__name__, set(hf.state_dict()))
     return made, ids
 

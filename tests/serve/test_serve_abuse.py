@@ -1,6 +1,7 @@
 """The server under abuse, at small scale: `bench/serve_abuse.py`'s hostile clients (raw
 sockets on 127.0.0.1) against a real fournil export served by uvicorn with small limits.
-No timing is asserted beyond generous bounds on "the server ends it in bounded time"."""
+No speed is asserted: a client that the server never ends gives up after its own wait
+(`bound_s`) and is labelled "timeout", which fails the checks."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from fournil.export.hf import export_hf
 from fournil.model.config import TransformerConfig
 from fournil.model.transformer import Transformer
 from fournil.serve.engine import Sampling, ServedModel
+from fournil.serve.requests import BODY_TIMEOUT_S as DEFAULT_BODY_TIMEOUT_S
 from fournil.serve.server import create_app, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = 1024  # long generations, so a client that leaves always leaves one under way
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT_S = HEAD_TIMEOUT_S = 1.0
-SLACK_S = 15.0  # a loaded 2-core CI machine: "closed in bounded time", not a speed claim
+SLACK_S = 15.0  # how long the server may take to go idle on a loaded 2-core CI machine
 
 
 def _load_bench():
@@ -98,13 +100,13 @@ def test_a_hundred_abusive_requests_end_as_they_should_and_leak_nothing(served):
     # over the limit: a 413, or a reset when the server closed on a client still sending
     for kind in ("oversized_length", "oversized_chunked"):
         assert set(by_kind[kind]) <= {"413", "reset"} and by_kind[kind]["413"], by_kind[kind]
-    # the slow are cut off at their deadline, not served, not left hanging
+    # the slow are cut off (a hang would be "timeout"), not before their deadline, not served
     slow_bodies = [o for o in outcomes if o.kind == "slow_body"]
     assert {o.label for o in slow_bodies} == {"408"}
-    assert all(BODY_TIMEOUT_S <= o.seconds < BODY_TIMEOUT_S + SLACK_S for o in slow_bodies)
+    assert min(o.seconds for o in slow_bodies) >= BODY_TIMEOUT_S
     slow_heads = [o for o in outcomes if o.kind == "slow_head"]
     assert {o.label for o in slow_heads} == {"closed"}
-    assert all(HEAD_TIMEOUT_S <= o.seconds < HEAD_TIMEOUT_S + SLACK_S for o in slow_heads)
+    assert min(o.seconds for o in slow_heads) >= HEAD_TIMEOUT_S
     # the flood met the queue limit, and was still served in part
     assert by_kind["flood"]["429"] and by_kind["flood"]["200"]
     # every stream a client left (after its first event) was stopped, and no slot leaked
@@ -172,9 +174,10 @@ def test_fournil_serve_flags_set_the_limits(export_dir, start_fournil_serve):
                          json={"prompt": "a" * 1000, "max_tokens": 2})
     assert too_big.status_code == 413 and "limit of 1000" in too_big.json()["error"]["message"]
     assert too_big.headers["connection"] == "close"
-    limits = abuse.Limits(1000, 1.0, HEAD_TIMEOUT_S, bound_s=60)
+    # the client waits half the default body timeout: a 408 is the flag's
+    limits = abuse.Limits(1000, 1.0, HEAD_TIMEOUT_S, bound_s=DEFAULT_BODY_TIMEOUT_S / 2)
     slow = asyncio.run(abuse.slow_body(_port(server.url), 0, limits))
-    assert slow.status == 408 and slow.seconds < 1.0 + SLACK_S
+    assert slow.status == 408
     assert httpx.post(f"{server.url}/completions", timeout=60,
                       json={"prompt": "x", "max_tokens": 2}).status_code == 200
     assert httpx.get(f"{base}/health").json()["active"] == 0
