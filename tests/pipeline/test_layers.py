@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
+
+from fournil.stages import STAGES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +44,62 @@ def test_a_broken_contract_is_reported(tmp_path):
     done = subprocess.run([*LINT_IMPORTS, "--no-cache", "--config", str(config)], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 1 and "Contracts: 0 kept, 1 broken." in done.stdout, done.stdout
+
+
+def _layers() -> list[str]:
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"][0]
+    assert contract["type"] == "layers"
+    return contract["layers"]
+
+
+LISTED = {m.strip() for layer in _layers() for m in layer.split("|")}
+# the command and the pipeline: the layers down to the list of stages
+PIPELINE = [m.strip() for layer in _layers()[:_layers().index("fournil.stages") + 1]
+            for m in layer.split("|")]
+
+
+def leaf_problems(graph: grimp.ImportGraph, package: str) -> list[str]:
+    """Why `package` is not a leaf stage: modules outside it that import it (other than
+    `fournil.stages`, which imports its config), or its imports of the command or pipeline."""
+    inside = {m for m in graph.modules if m == package or m.startswith(package + ".")}
+    importers = {i for m in inside for i in graph.find_modules_that_directly_import(m)}
+    problems = [f"{i} imports {package}: give {package} its layer in pyproject.toml"
+                for i in sorted(importers - inside - {"fournil.stages"})]
+    problems += [f"fournil.stages imports {m}: it may import the config only"
+                 for m in sorted(inside) if "fournil.stages" in
+                 graph.find_modules_that_directly_import(m) and not m.endswith(".config")]
+    return problems + [f"{package} imports {top}, above every stage" for top in PIPELINE
+                       if graph.chain_exists(importer=package, imported=top, as_packages=True)]
+
+
+@pytest.mark.parametrize("spec", STAGES, ids=lambda s: s.name)
+def test_a_stage_outside_the_layers_contract_is_a_leaf(spec):
+    """A stage not (yet) given its place in pyproject.toml's layers is held by this test: no
+    module outside its package imports it (bake and the CLI reach it through `STAGES`, by
+    name), `fournil.stages` imports its config only, and it imports nothing of the command or
+    the pipeline. Whoever needs to import it gives it its layer."""
+    package = spec.module.rsplit(".", 1)[0]
+    if package not in LISTED:
+        assert leaf_problems(grimp.build_graph("fournil", cache_dir=None), package) == []
+
+
+def test_the_leaf_check_finds_planted_imports():
+    graph = grimp.build_graph("fournil", cache_dir=None)
+    assert leaf_problems(graph, "fournil.index") != []  # a listed stage that others import
+    leaf = "fournil.planted"  # a new stage: its package, config and stage, wired by stages.py
+    for module in (leaf, f"{leaf}.config", f"{leaf}.stage"):
+        graph.add_module(module)
+    graph.add_import(importer="fournil.stages", imported=f"{leaf}.config")
+    graph.add_import(importer=f"{leaf}.stage", imported="fournil.core.stage")
+    assert leaf_problems(graph, leaf) == []
+    graph.add_import(importer="fournil.core.stage", imported=f"{leaf}.stage")
+    graph.add_import(importer=f"{leaf}.stage", imported="fournil.bake")
+    problems = leaf_problems(graph, leaf)
+    assert problems[0] == f"fournil.core.stage imports {leaf}: give {leaf} its layer in " \
+        "pyproject.toml"
+    # bake, and through it the recipe and the list of stages
+    assert f"{leaf} imports fournil.bake, above every stage" in problems[1:]
 
 
 def import_cycles(graph: grimp.ImportGraph, package: str = "fournil") -> list[set[str]]:

@@ -39,6 +39,12 @@ def test_every_stage_declares_a_typed_manifest(spec):
         typing.get_type_hints(declared)), declared
 
 
+def test_design_lists_every_stages_manifest():
+    design = (ROOT / "docs" / "DESIGN.md").read_text(encoding="utf-8")
+    table = design[design.index("## Manifests"):]
+    assert [s.name for s in STAGES if f"\n| {s.name} | " not in table] == []
+
+
 @pytest.mark.parametrize("spec", SMOKE_RAN, ids=lambda s: s.name)
 def test_the_real_manifest_conforms_to_its_type(spec, smoke_bake):
     _, layout = smoke_bake
