@@ -23,6 +23,7 @@ from typing import Any
 from fournil.base.config import BaseConfig
 from fournil.correct.config import CorrectConfig
 from fournil.curate.config import CurateConfig
+from fournil.decontam.config import DecontamConfig
 from fournil.dpo.config import DPOConfig
 from fournil.eval.config import EvalConfig
 from fournil.index.config import IndexConfig
@@ -138,6 +139,17 @@ STAGES: tuple[StageSpec, ...] = (
         flags=(_input("curate"), _out("synth"),
                flag("--executor", choices=["local", "ray"],
                     help="where chunks run: this process (default) or Ray tasks"))),
+    StageSpec(
+        "decontam", "fournil.decontam.stage", config=DecontamConfig, optional=True,
+        help="check that no evaluation text is in the training texts (shared word windows)",
+        description="Look for every window of decontam.ngram words (13) of the evaluation "
+        "files (decontam.against: .txt, .md, .jsonl, .json, or folders of them) in the run's "
+        "documents and synthetic training samples, after case folding and punctuation "
+        "removal. Overlaps go to overlaps.jsonl; with decontam.on_overlap = \"fail\" (the "
+        "default) the run stops there, before any training.",
+        flags=(_input("curate"), _input("synth", "synth"), _out("decontam"),
+               flag("--against", action="append", metavar="PATH",
+                    help="an evaluation file or folder (repeatable; default: decontam.against)"))),
     StageSpec(
         "base", "fournil.base.stage", config=BaseConfig, optional=True, aliases=("import",),
         help="take in an open model to start from (Hugging Face folder or GGUF), with its "

@@ -1,0 +1,1 @@
+"""Decontamination: no evaluation text in the training texts (`fournil decontam`)."""
