@@ -254,3 +254,43 @@ def test_evaluations_run_after_the_bake_go_into_the_card(smoke_bake, tmp_path):
     (tmp_path / "bad.json").write_text('{"model": "x"}')
     with pytest.raises(ValueError, match=r"bad.json: expected the results.json"):
         read_results(tmp_path / "bad.json")
+
+
+def test_the_card_says_what_the_training_texts_were_checked_against(smoke_bake, tmp_path):
+    """A real decontam manifest of the smoke run (its curated documents and synthetic
+    samples, against an evaluation file quoting one novella and one that quotes nothing),
+    under the card's training data: the counts, the files, and the overlap kept."""
+    from fournil.core.shards import iter_records
+    from fournil.decontam.config import DecontamConfig
+    from fournil.decontam.stage import run_decontam
+
+    _, layout = smoke_bake
+    doc = next(d for d in iter_records(layout.curate / "documents", ["id", "text"])
+               if len(d["text"].split()) > 100)
+    (tmp_path / "eval").mkdir()
+    quoting = tmp_path / "eval" / "quoting.txt"
+    quoting.write_text(" ".join(doc["text"].split()[40:60]))
+    (tmp_path / "eval" / "other.jsonl").write_text('{"q": "Une question sans rapport."}\n')
+    config = {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 2,
+              "vocab_size": 1024, "max_seq_len": 256, "tie_embeddings": True}
+    m = _manifests(layout)
+    assert "### Decontamination" not in render_model_card("smoke", config, 1, m, ["fr"])
+    report = run_decontam(layout.curate, layout.synth, [tmp_path / "eval"], tmp_path / "dc",
+                          DecontamConfig(on_overlap="report"))
+    c = report["counts"]
+    assert c["overlapping_documents"] >= 1 and c["too_short"] == 1
+    section = _section(render_model_card("smoke", config, 1, {**m, "decontam": report}, ["fr"]),
+                       "### Decontamination")
+    assert section.strip().startswith(
+        f"{c['documents']:,} documents and {c['samples']:,} synthetic training samples were "
+        "checked against 2 evaluation files (`eval/other.jsonl`, `eval/quoting.txt`; "
+        f"{c['against_windows']:,} distinct windows) for any shared window of 13 consecutive "
+        f"words (case and punctuation aside): **{c['overlapping_documents']:,} documents and "
+        f"{c['overlapping_samples']:,} samples share one and were kept**")
+    assert "1 evaluation text(s) shorter than one window could not be checked." in section
+    quoting.unlink()
+    clean = run_decontam(layout.curate, layout.synth, [tmp_path / "eval"], tmp_path / "dc",
+                         DecontamConfig())
+    section = _section(render_model_card("smoke", config, 1, {**m, "decontam": clean}, ["fr"]),
+                       "### Decontamination")
+    assert "**none shares one**." in section and "`eval/other.jsonl`;" in section

@@ -59,6 +59,7 @@ class DecontamCounts(TypedDict):
 class DecontamManifest(Manifest):
     counts: DecontamCounts
     against: list[str]  # the evaluation files read
+    ngram: int  # words per window
 
 
 def words(text: str) -> list[str]:
@@ -233,4 +234,5 @@ def run_decontam(documents: Path, synth: Path | None, against: list[Path], out_d
         "against_files": len(files), "against_windows": index.windows,
         "too_short": index.too_short,
         "overlapping_documents": overlapping["document"],
-        "overlapping_samples": overlapping["sample"]}, against=[str(p) for p in files])
+        "overlapping_samples": overlapping["sample"]}, against=[str(p) for p in files],
+        ngram=config.ngram)

@@ -16,6 +16,7 @@ from typing import TypedDict
 
 from fournil.base.stage import BaseManifest
 from fournil.curate.stage import CurateManifest
+from fournil.decontam.stage import DecontamManifest
 from fournil.dpo.stage import DPOManifest
 from fournil.eval.stage import EvalManifest
 from fournil.ingest.stage import IngestManifest
@@ -41,6 +42,7 @@ class RunManifests(_CoreManifests, total=False):
 
     base: BaseManifest
     synth: SynthManifest
+    decontam: DecontamManifest
     sft: SFTManifest
     dpo: DPOManifest
     report: ReportManifest

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fournil.decontam.stage import DecontamManifest
 from fournil.eval.report import ocr_subset_table
 from fournil.export.ai_act import (
     OPEN_LICENSES,
@@ -150,6 +151,25 @@ def _synthetic_section(manifests: RunManifests) -> str:
     return "\n\n".join([head, table(("source", "documents", "tokens", "share"), rows), gen])
 
 
+def _decontam_section(decontam: DecontamManifest) -> str:
+    """What the training texts were checked against, and what was found."""
+    c = decontam["counts"]
+    files = sorted({Path(p).parent.name + "/" + Path(p).name for p in decontam["against"]})
+    shown = ", ".join(f"`{f}`" for f in files[:6]) + (f" and {len(files) - 6} more"
+                                                      if len(files) > 6 else "")
+    found = c["overlapping_documents"] + c["overlapping_samples"]
+    return (f"{c['documents']:,} documents and {c['samples']:,} synthetic training samples "
+            f"were checked against {c['against_files']:,} evaluation files ({shown}; "
+            f"{c['against_windows']:,} distinct windows) for any shared window of "
+            f"{decontam['ngram']} consecutive words (case and punctuation aside): "
+            + ("**none shares one**." if not found else
+               f"**{c['overlapping_documents']:,} documents and {c['overlapping_samples']:,} "
+               "samples share one and were kept** (listed in the decontam stage's "
+               "overlaps.jsonl): scores on those evaluation sets overstate the model.")
+            + (f" {c['too_short']:,} evaluation text(s) shorter than one window could not "
+               "be checked." if c["too_short"] else ""))
+
+
 def _base_section(lineage: BaseLineage) -> str:
     """The open model this one was made from: an input like a document source."""
     rows = [("name", lineage["name"]), ("license", f"{lineage['license']} (declared: "
@@ -260,6 +280,8 @@ def render_model_card(name: str, model_config: dict, n_params: int, manifests: R
         "### Training tokens by license", by_license,
         "### Rejected during curation", rejected,
         "### Synthetic data", _synthetic_section(manifests),
+        *(["### Decontamination", _decontam_section(manifests["decontam"])]
+          if "decontam" in manifests else []),
         "## Training",
         ("No pretraining: the base model as it is, before any post-training below."
          if pt["steps"] == 0 else
