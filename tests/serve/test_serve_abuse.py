@@ -97,9 +97,11 @@ def test_a_hundred_abusive_requests_end_as_they_should_and_leak_nothing(served):
         assert set(by_kind[kind]) == {"400"}, (kind, by_kind[kind])
     assert set(by_kind["wrong_type"]) <= {"400", "404"}  # "model": 5 is an unknown model
     assert set(by_kind["deep_json"]) <= {"400", "413"}  # some nestings are over 64 KiB
-    # over the limit: a 413, or a reset when the server closed on a client still sending
-    for kind in ("oversized_length", "oversized_chunked"):
-        assert set(by_kind[kind]) <= {"413", "reset"} and by_kind[kind]["413"], by_kind[kind]
+    # over the limit: a 413, or a reset when the server closed on a client still sending (a
+    # race the client loses about 1 time in 3 on a chunked body, so a kind of 4 requests can
+    # be all resets: the 413 itself is checked one request at a time below)
+    oversized = by_kind["oversized_length"] + by_kind["oversized_chunked"]
+    assert set(oversized) <= {"413", "reset"} and oversized["413"], oversized
     # the slow are cut off (a hang would be "timeout"), not before their deadline, not served
     slow_bodies = [o for o in outcomes if o.kind == "slow_body"]
     assert {o.label for o in slow_bodies} == {"408"}
