@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from rapidfuzz.distance import Levenshtein
 
 from fournil.core.shards import iter_records
 from fournil.core.stage import mismatches, read_manifest
@@ -23,7 +24,7 @@ from fournil.correct import pieces
 from fournil.correct.config import CorrectConfig
 from fournil.correct.stage import PAGE_CHARS, CorrectManifest, run, run_correct
 from fournil.curate.config import CurateConfig
-from fournil.eval.corrector import DEFAULT
+from fournil.eval.corrector import DEFAULT, small_changes_only
 from fournil.eval.lm import ModelSpec
 from fournil.ingest.config import SourceSpec
 from fournil.recipe import Recipe, recipe_from_dict
@@ -187,10 +188,29 @@ def test_the_verb_names_the_model_from_where_it_runs_a_recipe_from_where_it_is(
             {"path": "unread"}]}}, path=tmp_path / "r.toml")
 
 
+def test_the_word_rule_reaches_the_stage(curated, tiny_chat_model_dir, tmp_path):
+    """`[correct] word_edit`: a random model's greedy answers (a rewrite each) are put back
+    wherever a stretch of words changed by more than `word_edit` characters."""
+    spec = ModelSpec.parse(str(tiny_chat_model_dir))
+    before = {r["id"]: r["text"] for r in iter_records(curated / "documents")}
+    texts = {}
+    for name, word_edit in (("free", 0), ("ruled", 1)):
+        run_correct(curated, tmp_path / name, spec,
+                    _config(margin=0.0, max_change=0.0, word_edit=word_edit))
+        texts[name] = {r["id"]: r["text"] for r in iter_records(tmp_path / name / "documents")}
+    rewritten = [i for i in before if texts["free"][i] != before[i]]
+    assert len(rewritten) == 3  # the flagged documents, rewritten by the random model
+    for i in rewritten:
+        ruled = texts["ruled"][i]
+        assert small_changes_only(ruled, before[i], 1) == ruled  # no stretch changed by > 1
+        assert Levenshtein.distance(ruled, before[i]) < Levenshtein.distance(
+            texts["free"][i], before[i]) / 10
+
+
 def test_the_defaults_are_the_measured_ones():
     config = CorrectConfig()
-    assert (config.margin, config.span, config.max_change) == (
-        DEFAULT.margin, DEFAULT.span, DEFAULT.max_change)
+    assert (config.margin, config.span, config.max_change, config.word_edit or None) == (
+        DEFAULT.margin, DEFAULT.span, DEFAULT.max_change, DEFAULT.word_edit)
 
 
 def test_the_stages_after_it_read_its_documents_when_the_recipe_runs_it(tmp_path):

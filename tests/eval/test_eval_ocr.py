@@ -15,7 +15,14 @@ import pytest
 from fournil.core.validation import RecipeError
 from fournil.eval import ocr
 from fournil.eval.config import EvalConfig
-from fournil.eval.corrector import DEFAULT, Correction, Corrector, change, guarded
+from fournil.eval.corrector import (
+    DEFAULT,
+    Correction,
+    Corrector,
+    change,
+    guarded,
+    small_changes_only,
+)
 from fournil.eval.journal import Journal
 from fournil.eval.lm import load_lm
 from fournil.eval.tasks import EvalSettings, Task, ocr_corrector, parse_task
@@ -167,6 +174,37 @@ def test_the_confidence_rule_keeps_the_input_where_the_answer_rewrites_it():
     assert guarded("Le chat dort sur le tapis.", source, 0.25) == "Le chat dort sur le tapis."
     assert guarded("Voici le texte corrigé : un chat.", source, 0.25) == source
     assert guarded("Voici le texte corrigé : un chat.", source, None) != source
+
+
+def test_the_word_rule_keeps_small_fixes_and_puts_guesses_back():
+    source = "Parce qu'on cst d'une timidité\nexccssive, et la rnaison brûla."
+    answer = ("Parce qu'on est d'une grande timidité\nexcessive, et la saison brûla.")
+    # est (1 letter), excessive (1): kept; "grande " inserted (7), rnaison -> saison (2)
+    assert small_changes_only(answer, source, 1) == (
+        "Parce qu'on est d'une timidité\nexcessive, et la rnaison brûla.")
+    assert small_changes_only(answer, source, 2) == (
+        "Parce qu'on est d'une timidité\nexcessive, et la saison brûla.")
+    assert small_changes_only(answer, source, 7) == answer
+    # the line ends and spacing of the input are the input's where the answer keeps them
+    assert small_changes_only(source, source, 1) == source
+    # the piece rule first: a rewrite of the whole piece is the input, whatever word_edit says
+    assert guarded("Voici le texte corrigé : un chat.", source, 0.25, 40) == source
+    assert guarded(answer, source, 0.25, 1) == small_changes_only(answer, source, 1)
+    assert guarded(answer, source, None, None) == answer
+    with pytest.raises(ValueError, match="word_edit must be >= 1"):
+        Correction(word_edit=0)
+
+
+def test_the_word_rule_is_a_task_option_and_not_part_of_the_journal_key():
+    copy = ocr.correction_from_options({"copy": ""})
+    assert copy.word_edit == DEFAULT.word_edit
+    assert ocr.correction_from_options({"copy": "", "word_edit": "3"}).word_edit == 3
+    assert ocr.correction_from_options({"copy": "", "word_edit": "none"}).word_edit is None
+    with pytest.raises(ValueError, match="option word_edit='x': expected int"):
+        ocr.correction_from_options({"word_edit": "x"})
+    # applied after the answer: one journal serves every word_edit
+    assert Correction(margin=4.0, span=1, word_edit=2).decoding_key() == Correction(
+        margin=4.0, span=1).decoding_key()
 
 
 @pytest.mark.slow

@@ -182,7 +182,7 @@ def run_correct(curate_dir: Path, out_dir: Path, spec: ModelSpec, config: Correc
 
 def _correction(config: CorrectConfig) -> Correction:
     return Correction(margin=config.margin, span=config.span,
-                      max_change=config.max_change or None)
+                      max_change=config.max_change or None, word_edit=config.word_edit or None)
 
 
 def _chunk_name(index: int) -> str:

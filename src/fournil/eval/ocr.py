@@ -65,22 +65,25 @@ class Pair:
 
 
 # task options (`ocr:PATH?shots=3&copy`, see fournil.eval.tasks)
-OPTIONS = ("copy", "margin", "span", "max_change", "shots", "shots_from", "every")
+OPTIONS = ("copy", "margin", "span", "max_change", "word_edit", "shots", "shots_from", "every")
 
 
 def correction_from_options(options: dict[str, str]) -> Correction:
     """The `Correction` a task's options name: `copy` takes the copy-biased defaults
-    (`fournil.eval.corrector.DEFAULT`: margin, span and max_change), which `margin`, `span`
-    and `max_change` override one by one (`margin=inf` copies the input; `max_change=none`
-    turns the rule off); `shots=K` puts K synthetic examples in the prompt."""
+    (`fournil.eval.corrector.DEFAULT`: margin, span, max_change and word_edit), which
+    `margin`, `span`, `max_change` and `word_edit` override one by one (`margin=inf` copies
+    the input; `max_change=none` and `word_edit=none` turn the rules off); `shots=K` puts K
+    synthetic examples in the prompt."""
     base = DEFAULT if "copy" in options else Correction()
     fields = {"shots": base.shots, "margin": base.margin, "span": base.span,
-              "max_change": base.max_change}
-    for key, cast in (("shots", int), ("span", int), ("margin", float), ("max_change", float)):
+              "max_change": base.max_change, "word_edit": base.word_edit}
+    for key, cast in (("shots", int), ("span", int), ("margin", float), ("max_change", float),
+                      ("word_edit", int)):
         if key in options:
             value = options[key]
             try:
-                fields[key] = None if value == "none" and key == "max_change" else cast(value)
+                fields[key] = None if value == "none" and key in ("max_change", "word_edit") \
+                    else cast(value)
             except ValueError:
                 raise ValueError(f"option {key}={value!r}: expected {cast.__name__}") from None
     return Correction(**fields)

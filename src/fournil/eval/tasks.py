@@ -27,6 +27,8 @@ Options follow the path as a query string. OCR takes (`fournil.eval.ocr.OPTIONS`
     span=N           a departure from the input rewrites at most N words
     max_change=C     the confidence rule: keep the input where the answer changes more than C
                      of its characters (none: off)
+    word_edit=W      the word rule: keep the input in each stretch of words the answer
+                     changes by more than W characters (none: off)
     every=N          one piece in N of each file (its first, then every Nth): a pass over
                      every file at 1/N of the cost, for a slow baseline
 
