@@ -13,7 +13,7 @@ evaluation file, how many windows it shares and the first one). With `on_overlap
 (the default) the stage stops there, naming the first, and nothing downstream runs: fix the
 data, or say `report` to train anyway with the overlap on record in the manifest.
 
-    fournil decontam --against ../shared/data/icdar2017-ocr-fr-eval -r recipes/default.toml
+    fournil decontam -r recipes/smollm2-ocr-fr.toml --against ../shared/data/icdar2017-ocr-fr-eval
 
 Evaluation texts shorter than `ngram` words cannot be checked this way; the manifest counts
 them (`too_short`).
